@@ -1,0 +1,61 @@
+"""Turning resolved settings into a live experiment (model, data, measure, schedule, optimizer)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fp import config, optim, pruning, rundir
+from fp.checkpoint import Setup, make_forward, resolve_device, seed_everything, structure_stats
+from fp.manager import Manager
+from fp.run import Run
+from fp.settings import Settings
+
+
+def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int = 0,
+                world_size: int = 1) -> Setup:
+    st = settings
+    seed_everything(st.experiment.seed)
+    device = resolve_device(st.experiment.device)
+    regs = manager.registries
+    dataset = regs["datasets"].build(st.data.dataset)
+    model = pruning.build_model(st.model.architecture, num_classes=dataset.num_classes,
+                                in_channels=dataset.in_channels).to(device)
+    if st.experiment.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    example_inputs = torch.zeros(1, dataset.in_channels, *dataset.image_size, device=device)
+    dense_stats = structure_stats(model, example_inputs,
+                                  {"params": 1, "flops": 1, "filters": 1})
+    dense = {"params": dense_stats["params"], "flops": dense_stats["flops"],
+             "filters": dense_stats["filters_kept"]}
+    measure = regs["measures"].build(st.prune.measure)
+    schedule = regs["schedules"].build(st.prune.schedule)
+    train_loader = dataset.loader("train", st.train.batch_size, shuffle=True, augment=True,
+                                  device=device, seed=st.experiment.seed, rank=rank,
+                                  world_size=world_size)
+    test_loader = dataset.loader("test", st.train.test_batch_size, device=device, rank=rank,
+                                 world_size=world_size)
+    plan = (schedule.plan(st.prune.target, st.prune.rounds, st.train.epochs, len(train_loader))
+            if st.prune.target > 0 else [])
+    run = Run(out_dir=out_dir, manager=manager, model=model, dataset=dataset,
+              train_loader=train_loader, test_loader=test_loader,
+              optimizer=optim.make_optimizer(model, st.train), measure=measure, device=device,
+              config=st.as_dict(), rank=rank, world_size=world_size, dense=dense)
+    metrics_log = rundir.MetricsLog(out_dir / "metrics.jsonl")
+    setup = Setup(settings=st, run=run, plan=plan,
+                  total_epochs=schedule.total_epochs(st.train.epochs, st.prune.rounds),
+                  cycle_epochs=st.train.epochs, example_inputs=example_inputs,
+                  metrics_log=metrics_log,
+                  rewind_epoch=getattr(schedule, "rewind_epoch", 0) if any(p.rewind for p in plan) else None)
+    if run.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        setup.write_operative_config(run)
+        rundir.write_text(out_dir / "config.gin", config.config_text())
+        run.state["_metrics_writer"] = metrics_log
+    ckpt = rundir.load_checkpoint(out_dir)
+    if ckpt is not None:
+        setup.restore(run, ckpt)
+    else:
+        setup.save(run)
+    setup.forward = make_forward(run)
+    return setup

@@ -1,0 +1,114 @@
+"""The ``fp`` command line. Each command is a thin wrapper over a plain Python function."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fp.errors import FpError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="flowprune: pruning experiments declared in gin, measures as plugins.")
+out = Console()
+err = Console(stderr=True)
+DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+    DEBUG["on"] = debug or os.environ.get("FP_DEBUG", "") not in ("", "0")
+
+
+@app.command("run")
+def run_cmd(
+    configs: Annotated[list[Path], typer.Argument(help="gin files, later ones override earlier ones.")],
+    bind: Annotated[Optional[list[str]], typer.Option("--bind", "-b", help="A gin binding, e.g. prune.measure='snip'.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (resumes if it holds a checkpoint).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    nproc: Annotated[int, typer.Option(help="Processes to train with (torch.distributed).")] = 1,
+    force: Annotated[bool, typer.Option(help="Continue a run directory even if its config differs.")] = False,
+) -> None:
+    """Run (or resume) the experiment declared by CONFIGS."""
+    from fp.engine import run
+
+    if nproc > 1:
+        from fp.distributed import launch
+
+        launch(nproc, [str(c) for c in configs], bind or [], out_dir, device, force)
+        return
+    outcome = run([str(c) for c in configs], bind or [], out=out_dir, device=device, force=force)
+    if outcome.already_finished:
+        out.print(f"{outcome.out_dir} is a finished run; nothing to do (summary.json).")
+    for note in outcome.notes:
+        out.print(note)
+    s = outcome.summary
+    out.print(f"test_acc {s['test_acc']:.4f}  best {s['best_test_acc']:.4f}  "
+              f"filters kept {s['filters_kept']}/{s['dense_filters']}  "
+              f"params {s['params']}/{s['dense_params']}  -> {outcome.out_dir}")
+
+
+@app.command("plugins")
+def plugins_cmd() -> None:
+    """List the loaded plugins with their distribution, version and hooks (and broken ones)."""
+    from fp.manager import make_manager
+
+    table = Table("plugin", "distribution", "version", "hooks / error")
+    for info in make_manager().infos.values():
+        detail = f"[red]BROKEN: {info.error}[/red]" if info.error else ", ".join(info.hooks)
+        table.add_row(info.name, info.distribution, info.version, detail)
+    out.print(table)
+
+
+KINDS = ("measures", "architectures", "datasets", "schedules")
+
+
+@app.command("list")
+def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, architectures, datasets or schedules.")] = None) -> None:
+    """List what is registered, with one-line descriptions."""
+    from fp.errors import did_you_mean
+    from fp.manager import make_manager
+
+    if kind is not None and kind not in KINDS:
+        raise FpError(f"unknown kind {kind!r}{did_you_mean(kind, KINDS)}; choose one of {', '.join(KINDS)}.")
+    registries = make_manager().registries
+    for name in [kind] if kind else KINDS:
+        reg = registries[name]
+        table = Table("name", "description", "provided by", title=name)
+        for entry in reg.names():
+            table.add_row(entry, reg.describe(entry), reg.providers[entry])
+        out.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except FpError as exc:
+        if debug or DEBUG["on"]:
+            raise
+        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors and friends
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, click.exceptions.Abort):
+            raise SystemExit(1) from None
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,220 @@
+"""The fast data path: uint8 images kept on the training device, augmented a whole batch at a time.
+
+Every epoch's order and augmentation are a pure function of ``(seed, epoch)`` (and the rank for
+augmentation), so a resumed run and every DDP rank see exactly what an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fp.dataset import Dataset
+from fp.errors import ConfigError, DataError
+
+SPLITS = ("train", "test")
+
+
+def default_data_root() -> Path:
+    """Where datasets are cached: ``$FP_DATA``, else ``~/.cache/flowprune/data``."""
+    return Path(os.environ.get("FP_DATA") or Path.home() / ".cache" / "flowprune" / "data")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The paper's training augmentation: random crop after zero padding, random h-flip."""
+
+    crop_padding: int = 4   # pixels of zero padding on each side before the random crop
+    flip: bool = True       # off for data that is not mirror-invariant (digits)
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.flip
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU generator whose seed is a well-mixed function of ``keys`` (seed, epoch, ...)."""
+    words = [int(k) & 0xFFFFFFFFFFFFFFFF for k in keys]
+    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def shard_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0,
+                world_size: int = 1) -> torch.Tensor:
+    """Rank ``rank``'s example indices for ``epoch``: ``perm[rank::world_size]`` cut to the
+    common length ``n // world_size``, so shards are disjoint and equally long."""
+    order = torch.randperm(n, generator=seeded_generator(seed, epoch)) if shuffle \
+        else torch.arange(n)
+    if world_size == 1:
+        return order
+    return order[rank::world_size][: n // world_size]
+
+
+def augment_params(n: int, augmentation: Augmentation, *, seed: int, epoch: int,
+                   rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample crop offsets ``(n, 2)`` in ``[0, 2 * padding]`` and flip flags ``(n,)``."""
+    gen = seeded_generator(seed, epoch, rank, 1)  # stream 1: independent of the shuffle
+    offsets = torch.randint(0, 2 * augmentation.crop_padding + 1, (n, 2), generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5
+    return offsets, flips & augmentation.flip
+
+
+def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                  padding: int) -> torch.Tensor:
+    """Crop every image of a (B, C, H, W) batch at its own offset inside the zero-padded batch,
+    mirroring the flagged ones; one gather for the whole batch."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4) if padding else images
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)           # (B, H)
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)           # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)                  # mirror = read cols backwards
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    chans = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class BatchTransform:
+    """uint8 batch -> (augmented) normalised float batch, on the batch's device."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], augmentation: Augmentation,
+                 device: torch.device):
+        # x / 255 - mean) / std folded into one subtract and one multiply, in 0..255 units
+        self.shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.scale = 1 / (torch.tensor(std, device=device).view(1, -1, 1, 1) * 255)
+        self.augmentation = augmentation
+
+    def __call__(self, images: torch.Tensor, offsets: torch.Tensor | None = None,
+                 flips: torch.Tensor | None = None) -> torch.Tensor:
+        if offsets is not None:
+            images = augment_batch(images, offsets, flips, self.augmentation.crop_padding)
+        return images.float().sub_(self.shift).mul_(self.scale)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
+    """Per-channel mean and std of uint8 (N, C, H, W) images on the 0..1 scale."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):  # chunks: a float64 copy of all of it is large
+        block = images[start:start + chunk].double().transpose(0, 1).flatten(1) / 255
+        total += block.sum(1)
+        squares += (block * block).sum(1)
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def check_loader_args(split: str, batch_size: int, rank: int, world_size: int, owner: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"dataset {owner!r} has no split {split!r}; use 'train' or 'test'.")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}.")
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is outside a world of size {world_size}.")
+
+
+def batches_per_epoch(num_samples: int, batch_size: int, drop_last: bool) -> int:
+    return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
+
+
+class TensorLoader:
+    """Batches drawn from uint8 tensors already on the device; see :class:`fp.Loader`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: BatchTransform, *,
+                 batch_size: int, shuffle: bool, augment: bool, seed: int, rank: int,
+                 world_size: int, drop_last: bool):
+        self.images, self.labels, self.transform = images, labels, transform
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
+        self.epoch = 0
+        self.num_samples = len(images) if world_size == 1 else len(images) // world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.num_samples, self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.images.device
+        order = shard_order(len(self.images), shuffle=self.shuffle, seed=self.seed,
+                            epoch=self.epoch, rank=self.rank, world_size=self.world_size)
+        order = order.to(device)
+        offsets = flips = None
+        if self.augment:
+            offsets, flips = augment_params(len(order), self.transform.augmentation,
+                                            seed=self.seed, epoch=self.epoch, rank=self.rank)
+            offsets, flips = offsets.to(device), flips.to(device)
+        for i in range(len(self)):
+            span = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            index = order[span]
+            images = self.images.index_select(0, index)
+            if offsets is None:
+                yield self.transform(images), self.labels.index_select(0, index)
+            else:
+                yield (self.transform(images, offsets[span], flips[span]),
+                       self.labels.index_select(0, index))
+
+
+@dataclass
+class Split:
+    """One split held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+class InMemoryDataset(Dataset):
+    """Base for datasets that fit in memory as uint8 tensors; subclasses call :meth:`set_data`."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augmentation: Augmentation
+
+    def set_data(self, train: Split, test: Split, *, num_classes: int, mean: Sequence[float],
+                 std: Sequence[float], augmentation: Augmentation) -> None:
+        for split_name, split in (("train", train), ("test", test)):
+            self._check_split(split_name, split, num_classes)
+        self.splits = {"train": train, "test": test}
+        self.num_classes = num_classes
+        self.in_channels = train.images.shape[1]
+        self.image_size = tuple(train.images.shape[2:])
+        self.mean, self.std, self.augmentation = tuple(mean), tuple(std), augmentation
+        self._on_device: dict[tuple[str, str], Split] = {}
+
+    def _check_split(self, split_name: str, split: Split, num_classes: int) -> None:
+        images, labels = split.images, split.labels
+        if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(labels):
+            raise DataError(f"dataset {self.name!r} {split_name} split is malformed: expected "
+                            f"uint8 (N, C, H, W) images with one label each.")
+        if len(labels) == 0 or labels.min() < 0 or labels.max() >= num_classes:
+            raise DataError(f"dataset {self.name!r} {split_name} split is empty or has labels "
+                            f"outside 0..{num_classes - 1}.")
+
+    def __len__(self) -> int:
+        return len(self.splits["train"].labels)
+
+    def on_device(self, split: str, device: torch.device) -> Split:
+        """The split moved to ``device`` once and cached there."""
+        key = (split, str(device))
+        if key not in self._on_device:
+            held = self.splits[split]
+            self._on_device[key] = Split(held.images.to(device), held.labels.to(device))
+        return self._on_device[key]
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, augment: bool = False,
+               device: torch.device | str = "cpu", seed: int = 0, rank: int = 0,
+               world_size: int = 1, drop_last: bool = False) -> TensorLoader:
+        check_loader_args(split, batch_size, rank, world_size, self.name)
+        device = torch.device(device)
+        held = self.on_device(split, device)
+        transform = BatchTransform(self.mean, self.std, self.augmentation, device)
+        return TensorLoader(held.images, held.labels, transform, batch_size=batch_size,
+                            shuffle=shuffle, augment=augment and self.augmentation.active,
+                            seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)

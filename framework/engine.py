@@ -1,0 +1,146 @@
+"""``fp run``: build an experiment from gin, train it with its prune events, resume it."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from fp import checkpoint, config, optim, pruning, rundir
+from fp.errors import CheckpointError, ConfigError
+from fp.loop import evaluate, train_epoch
+from fp.manager import Manager, make_manager
+from fp.prune_event import prune_now
+from fp.run import Run
+from fp.schedule import PruneStep
+from fp.settings import Settings
+from fp.progress import Progress
+
+
+@dataclass
+class Outcome:
+    """What ``fp run`` reports: the summary, and whether it resumed or found the run finished."""
+
+    out_dir: Path
+    summary: dict[str, Any]
+    resumed: bool = False
+    already_finished: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def run(files: Sequence[str], bindings: Sequence[str] = (), *, out: str | Path | None = None,
+        device: str | None = None, force: bool = False, manager: Manager | None = None,
+        rank: int = 0, world_size: int = 1, quiet: bool = False) -> Outcome:
+    """Run (or resume, or report finished) the experiment declared by ``files`` + ``bindings``."""
+    manager = manager or make_manager()
+    manager.require_healthy()
+    settings = config.parse(files, bindings, manager)
+    if device:
+        settings.experiment.device = device
+    out_dir = Path(out) if out else default_out_dir(files, config.config_text())
+    check_out_dir(out_dir, config.config_text(), force)
+    if (out_dir / "summary.json").exists() and not force:
+        return Outcome(out_dir, rundir_summary(out_dir), already_finished=True)
+    setup = checkpoint.build(settings, manager, out_dir, rank, world_size)
+    return Trainer(setup, quiet=quiet).fit()
+
+
+def default_out_dir(files: Sequence[str], text: str) -> Path:
+    import hashlib
+
+    stem = Path(files[-1]).stem if files else "run"
+    return Path("runs") / f"{stem}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def check_out_dir(out_dir: Path, text: str, force: bool) -> None:
+    """Refuse to mix a run directory with a different experiment unless forced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a directory.")
+    saved = out_dir / "config.gin"
+    if saved.exists() and not force and saved.read_text() != text:
+        raise ConfigError(f"{out_dir} holds a run with a different config; use another --out, or "
+                          f"--force to continue it with the new config.")
+
+
+def rundir_summary(out_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((out_dir / "summary.json").read_text())
+
+
+class Trainer:
+    """Drives epochs, prune events, checkpoints and hooks for one built experiment."""
+
+    def __init__(self, setup: "checkpoint.Setup", quiet: bool = False) -> None:
+        self.s = setup
+        self.run: Run = setup.run
+        self.quiet = quiet
+        self.events: dict[int, PruneStep] = {p.step: p for p in setup.plan}
+
+    def fit(self) -> Outcome:
+        run, s = self.run, self.s
+        run.manager.hook.run_start(run=run)
+        s.write_operative_config(run)  # again: plugins configure themselves in run_start
+        if run.step == 0 and 0 in self.events and s.event_index == 0:
+            self._prune(self.events[0])
+            s.save(run)
+        start = time.perf_counter() - s.elapsed
+        with Progress(s.total_epochs, len(run.train_loader), enabled=run.is_main and not self.quiet) as bar:
+            while run.epoch < s.total_epochs:
+                metrics = self._epoch(bar)
+                s.elapsed = time.perf_counter() - start
+                self._end_epoch(metrics, bar)
+        summary = s.finish(run, s.elapsed)
+        run.manager.hook.run_end(run=run, summary=summary)
+        return Outcome(run.out_dir, summary, resumed=run.resumed, notes=s.notes)
+
+    def _epoch(self, bar) -> dict[str, float]:
+        run, s = self.run, self.s
+        cycle_epoch = run.epoch - run.state.get("cycle_start", 0)
+        optim.set_lr(run.optimizer, optim.lr_at(s.settings.train, cycle_epoch, s.cycle_epochs))
+        run.train_loader.set_epoch(run.epoch)
+        # a prune event inside the epoch replaces the model, so look the forward up on every step
+        metrics = train_epoch(run, lambda x: s.forward(x), on_step=lambda: self._after_step(bar))
+        if not all(map(_finite, metrics.values())):
+            raise s.diverged(run)
+        run.epoch += 1
+        metrics.update(evaluate(run))
+        metrics["lr"] = run.optimizer.param_groups[0]["lr"]
+        return metrics
+
+    def _after_step(self, bar) -> None:
+        run = self.run
+        if run.masks:
+            pruning.apply_masks(run.model, run.masks, run.optimizer)
+        bar.advance_step()
+        planned = self.events.get(run.step)
+        if planned is not None and run.step > 0:
+            self._prune(planned)
+
+    def _prune(self, planned: PruneStep) -> None:
+        run, s = self.run, self.s
+        s.event_index += 1
+        event = prune_now(run, planned, s.event_index, s.example_inputs)
+        record = s.stats(run)
+        record.update(event="prune", index=event.index, step=run.step, epoch=run.epoch,
+                      target=event.target, sparsity=event.sparsity,
+                      widths=event.widths_after or None)
+        run.log(record)
+        s.after_surgery(run)
+
+    def _end_epoch(self, metrics: dict[str, float], bar) -> None:
+        run, s = self.run, self.s
+        metrics.update(s.stats(run))
+        s.best = max(s.best, metrics["test_acc"])
+        metrics["best_test_acc"] = s.best
+        run.log({"event": "epoch", "epoch": run.epoch, "step": run.step, **metrics})
+        run.manager.hook.after_epoch(run=run, epoch=run.epoch, metrics=metrics)
+        s.last_metrics = metrics
+        s.save(run)
+        bar.end_epoch(run.epoch, metrics)
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))

@@ -1,0 +1,80 @@
+"""One epoch of training and one evaluation pass. Hooks and prune events are the only ways in."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from fp.run import Run
+
+
+def autocast(run: Run):
+    """bf16 autocast when ``experiment.amp`` is on (works on CPU and CUDA), else nothing."""
+    if not run.config["experiment"]["amp"]:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=run.device.type, dtype=torch.bfloat16)
+
+
+def _inputs(run: Run, x: torch.Tensor) -> torch.Tensor:
+    if run.config["experiment"]["channels_last"] and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None]) -> dict[str, float]:
+    """Train for one pass over ``run.train_loader``; ``on_step`` runs after every optimizer step
+    (masks, hooks, due prune events). Returns train loss and accuracy; a non-finite loss is
+    reported as such (the caller stops the run)."""
+    temperature = run.config["train"]["temperature"]
+    run.model.train()
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.long)
+    seen = 0
+    for x, y in run.train_loader:
+        with autocast(run):
+            logits = forward(_inputs(run, x))
+        loss = F.cross_entropy(logits.float() / temperature, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.step += 1
+        loss_sum += loss.detach() * y.numel()
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += y.numel()
+        run.manager.hook.after_step(run=run, step=run.step, loss=loss.detach())
+        on_step()
+    totals = _all_reduce(run, torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=run.device)]))
+    return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item()}
+
+
+@torch.no_grad()
+def evaluate(run: Run, model: torch.nn.Module | None = None, loader=None) -> dict[str, float]:
+    """Test loss (at the training temperature) and accuracy over the whole test split."""
+    model = model if model is not None else run.model
+    loader = loader if loader is not None else run.test_loader
+    temperature = run.config["train"]["temperature"]
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device)
+    seen = torch.zeros((), device=run.device)
+    for x, y in loader:
+        with autocast(run):
+            logits = model(_inputs(run, x)).float()
+        loss_sum += F.cross_entropy(logits / temperature, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        seen += y.numel()
+    model.train(was_training)
+    totals = _all_reduce(run, torch.stack([loss_sum, correct, seen]))
+    return {"test_loss": (totals[0] / totals[2]).item(), "test_acc": (totals[1] / totals[2]).item()}
+
+
+def _all_reduce(run: Run, totals: torch.Tensor) -> torch.Tensor:
+    """Sum per-rank totals so every rank reports the numbers of the whole split."""
+    if run.world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(totals)
+    return totals

@@ -1,0 +1,146 @@
+"""The plugin manager factory: a fresh manager per run, never an import-time global.
+
+Order: hookspecs -> built-ins -> third-party entry points (group ``fp``) -> check for misspelt
+hook names. ``FP_DISABLE_PLUGIN_AUTOLOAD=1`` skips third-party entry points (built-ins stay);
+``FP_BLOCK_PLUGINS=a,b`` blocks plugins by entry-point or distribution name.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pluggy
+
+from fp import hookspecs
+from fp.errors import PluginError
+from fp.registry import KINDS, Registry, register_with_gin
+
+GROUP = "fp"
+AUTOLOAD_ENV = "FP_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "FP_BLOCK_PLUGINS"
+
+#: the built-in plugins: entry-point name -> module. pyproject.toml declares the same entry points,
+#: so they register exactly as third-party packages do; listing them here keeps them available
+#: when third-party autoloading is off.
+BUILTINS = {
+    "measures": "fp.plugins.measures",
+    "architectures": "fp.plugins.architectures",
+    "datasets": "fp.plugins.datasets",
+    "schedules": "fp.plugins.schedules",
+    "tensorboard": "fp.plugins.tensorboard",
+    "flow": "fp.plugins.flow",
+    "tracking": "fp.plugins.tracking",
+}
+
+
+@dataclass
+class PluginInfo:
+    """What ``fp plugins`` shows for one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None  # set when the plugin could not be loaded
+
+
+class Manager(pluggy.PluginManager):
+    """pluggy's manager plus the loading record and the registries built from it."""
+
+    def __init__(self) -> None:
+        super().__init__(GROUP)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registries: dict[str, Registry] | None = None
+
+    @property
+    def broken(self) -> dict[str, str]:
+        """Plugins that failed to load: name -> reason."""
+        return {n: i.error for n, i in self.infos.items() if i.error}
+
+    def require_healthy(self) -> None:
+        """Refuse to run with a plugin that failed to load (it may provide what the run needs)."""
+        for name, reason in self.broken.items():
+            raise PluginError(f"plugin {name!r} failed to load ({reason}); fix or uninstall it, or "
+                              f"block it with {BLOCK_ENV}={name}.")
+
+    @property
+    def registries(self) -> dict[str, Registry]:
+        """Measures, architectures, datasets and schedules by name (built on first use)."""
+        if self._registries is None:
+            self._registries = collect(self)
+        return self._registries
+
+
+def blocked_names() -> set[str]:
+    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+def make_manager(*, autoload: bool | None = None, plugins: tuple[object, ...] = ()) -> Manager:
+    """A fresh manager with the built-ins, the installed ``fp`` entry points (unless ``autoload``
+    is False or the env var disables it) and any extra plugin objects (tests use this)."""
+    pm = Manager()
+    blocked = blocked_names()
+    for name in blocked:
+        pm.set_blocked(name)
+    for name, module in BUILTINS.items():
+        if name not in blocked:
+            _register(pm, name, "flowprune", _own_version(), lambda m=module: importlib.import_module(m))
+    if autoload is None:
+        autoload = os.environ.get(AUTOLOAD_ENV, "").lower() not in {"1", "true", "yes"}
+    if autoload:
+        _load_entry_points(pm, blocked)
+    for i, plugin in enumerate(plugins):
+        _register(pm, getattr(plugin, "__name__", f"plugin{i}"), "(in process)", "", lambda p=plugin: p)
+    pm.check_pending()
+    return pm
+
+
+def _load_entry_points(pm: Manager, blocked: set[str]) -> None:
+    for ep in metadata.entry_points(group=GROUP):
+        dist = ep.dist.name if ep.dist else "?"
+        if ep.name in blocked or dist in blocked or pm.has_plugin(ep.name) or ep.name in pm.infos:
+            continue
+        _register(pm, ep.name, dist, ep.dist.version if ep.dist else "", ep.load)
+
+
+def _register(pm: Manager, name: str, dist: str, version: str, load) -> None:
+    info = PluginInfo(name=name, distribution=dist, version=version)
+    pm.infos[name] = info
+    try:
+        plugin = load()
+        pm.register(plugin, name=name)
+    except Exception as exc:  # a broken third-party plugin must not take fp down with it
+        info.error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        return
+    info.hooks = sorted(impl_name for impl_name, _ in _hooks_of(pm, plugin))
+
+
+def _hooks_of(pm: Manager, plugin: object):
+    for caller in pm.get_hookcallers(plugin) or []:
+        yield caller.name, caller
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version("flowprune")
+    except metadata.PackageNotFoundError:
+        return "(source)"
+
+
+def collect(pm: Manager) -> dict[str, Registry]:
+    """Call every registration hook implementation, noting which plugin provided each class."""
+    registries = {kind: Registry(kind) for kind in KINDS}
+    for kind, hook_name in KINDS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            try:
+                classes = impl.function() or []
+            except Exception as exc:
+                raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            for cls in classes:
+                registries[kind].add(cls, impl.plugin_name)
+    register_with_gin(registries)
+    return registries

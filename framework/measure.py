@@ -1,0 +1,39 @@
+"""The importance-measure contract. Concrete measures are plugins (``fp.plugins.measures``)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fp.scoring import ScoreContext
+
+
+class Measure:
+    """Scores every prunable weight; higher = more important = kept.
+
+    Subclasses set ``name`` and implement ``__call__(ctx)`` returning one tensor per entry of
+    ``ctx.weights`` with that weight's shape. Constructor arguments are gin-bindable.
+
+    ``temperature`` is the default T of the loss logits/T the measure scores with (the paper's
+    protocol uses the training temperature, 5); data-free measures set ``needs_data = False``.
+    """
+
+    name: ClassVar[str] = ""
+    temperature: ClassVar[float] = 5.0
+    needs_data: ClassVar[bool] = True
+
+    def __call__(self, ctx: "ScoreContext") -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"measure {self.name!r} does not implement __call__(ctx)")
+
+    def reduce(self, weight_scores: torch.Tensor) -> torch.Tensor:
+        """Filter score from weight scores: the sum over every dim but the output-channel dim."""
+        return weight_scores.flatten(1).sum(1) if weight_scores.dim() > 1 else weight_scores
+
+    def filter_scores(self, ctx: "ScoreContext") -> dict[str, torch.Tensor]:
+        """One score per output channel of each weight. Override when the filter score is not a
+        reduction of weight scores (taylor's |Σ θg| needs the signed products)."""
+        return {name: self.reduce(s) for name, s in self(ctx).items()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

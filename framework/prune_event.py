@@ -1,0 +1,80 @@
+"""A prune event inside a run: score, let plugins see or replace the scores, prune, rebuild."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from fp import optim, pruning
+from fp.run import PruneEvent, Run
+from fp.schedule import PruneStep
+from fp.scoring import ScoreContext
+from fp.settings import Train
+
+
+def scoring_batches(run: Run, index: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``prune.samples`` training examples (fewer if the split is smaller), in batches of
+    ``prune.batch_size``, drawn afresh for each event but reproducibly (seeded by the event)."""
+    prune = run.config["prune"]
+    if not run.measure.needs_data:
+        loader = run.dataset.loader("train", 1, device=run.device)
+        return [next(iter(loader))]
+    loader = run.dataset.loader("train", prune["batch_size"], shuffle=True, device=run.device,
+                                seed=run.config["experiment"]["seed"] + 7919 * index,
+                                rank=run.rank, world_size=run.world_size)
+    per_rank = math.ceil(prune["samples"] / (prune["batch_size"] * run.world_size))
+    return list(itertools.islice(loader, per_rank))
+
+
+def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor) -> PruneEvent:
+    prune = run.config["prune"]
+    event = PruneEvent(index=index, step=run.step, epoch=run.epoch, target=planned.target,
+                       granularity=prune["granularity"])
+    temperature = prune["temperature"] or run.measure.temperature
+    event.ctx = ScoreContext(run.model, scoring_batches(run, index), temperature=temperature,
+                             device=run.device)
+    run.manager.hook.before_prune(run=run, event=event)
+    measure = run.measure
+    scores = measure.filter_scores(event.ctx) if event.granularity == "filter" else measure(event.ctx)
+    replaced = run.manager.hook.score(run=run, event=event, scores=scores)
+    event.scores = replaced if replaced is not None else scores
+    if event.granularity == "filter":
+        _prune_filters(run, event, example_inputs)
+    else:
+        _mask_weights(run, event, rewind=planned.rewind)
+    run.manager.hook.after_prune(run=run, event=event)
+    return event
+
+
+def _prune_filters(run: Run, event: PruneEvent, example_inputs: torch.Tensor) -> None:
+    prune = run.config["prune"]
+    params = dict(run.model.named_parameters())
+    carry = None
+    if prune["preserve_momentum"]:
+        carry = {n: run.optimizer.state[p]["momentum_buffer"] for n, p in params.items()
+                 if "momentum_buffer" in run.optimizer.state.get(p, {})}
+    result = pruning.prune_filters(
+        run.model, event.scores, event.target, example_inputs=example_inputs, dense=run.dense,
+        target_type=prune["target_type"], max_fraction=prune["max_fraction"],
+        protected=tuple(prune["protected"]), carry=carry)
+    event.removed = result.removed
+    event.widths_before, event.widths_after = result.widths_before, result.widths_after
+    new_params = dict(run.model.named_parameters())
+    momentum = {id(new_params[n]): t for n, t in (result.carried or {}).items() if n in new_params}
+    run.optimizer = optim.rebuild_optimizer(run.model, Train(**run.config["train"]), run.optimizer,
+                                            momentum)
+
+
+def _mask_weights(run: Run, event: PruneEvent, rewind: bool) -> None:
+    prune = run.config["prune"]
+    run.masks = pruning.weight_masks(event.scores, event.target, protected=tuple(prune["protected"]),
+                                     current=run.masks or None, max_fraction=prune["max_fraction"])
+    if rewind and "rewind" in run.state:
+        with torch.no_grad():
+            for name, p in run.model.named_parameters():
+                p.copy_(run.state["rewind"][name].to(p.device))
+        run.optimizer = optim.make_optimizer(run.model, Train(**run.config["train"]))
+        run.state["cycle_start"] = run.epoch
+    pruning.apply_masks(run.model, run.masks, run.optimizer)
+    event.sparsity = pruning.sparsity(run.model, run.masks)

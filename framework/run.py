@@ -1,0 +1,73 @@
+"""The live state of a run that lifecycle hooks receive."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fp.dataset import Dataset, Loader
+    from fp.manager import Manager
+    from fp.measure import Measure
+    from fp.scoring import ScoreContext
+
+
+@dataclass
+class PruneEvent:
+    """One prune event as plugins see it.
+
+    Filled in stages: ``index``, ``step``, ``epoch``, ``target`` and ``ctx`` before scoring;
+    ``scores`` after the measure (and the ``score`` hook); ``removed``, ``widths_before``,
+    ``widths_after`` and ``sparsity`` after the surgery.
+    """
+
+    index: int                      # 1-based count of prune events in this run
+    step: int                       # global optimizer steps done when it happens
+    epoch: int                      # epochs completed when it happens
+    target: float                   # cumulative fraction of the dense model removed afterwards
+    granularity: str                # "filter" | "weight"
+    ctx: "ScoreContext | None" = None
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
+    removed: dict[str, torch.Tensor] = field(default_factory=dict)
+    widths_before: dict[str, int] = field(default_factory=dict)
+    widths_after: dict[str, int] = field(default_factory=dict)
+    sparsity: float | None = None   # weight granularity: fraction of prunable weights masked
+    info: dict[str, Any] = field(default_factory=dict)  # free space for plugins
+
+
+@dataclass
+class Run:
+    """What a plugin can read (and, with care, change) during a run."""
+
+    out_dir: Path
+    manager: "Manager"
+    model: torch.nn.Module
+    dataset: "Dataset"
+    train_loader: "Loader"
+    test_loader: "Loader"
+    optimizer: torch.optim.Optimizer
+    measure: "Measure"
+    device: torch.device
+    config: dict[str, Any]            # the resolved settings (train, prune, data, model, run)
+    operative_config: str = ""         # gin's operative config text
+    epoch: int = 0                     # epochs completed
+    step: int = 0                      # optimizer steps completed
+    rank: int = 0
+    world_size: int = 1
+    resumed: bool = False
+    dense: dict[str, Any] = field(default_factory=dict)   # params, flops, filters of the dense model
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # weight granularity
+    state: dict[str, Any] = field(default_factory=dict)   # plugin state saved in checkpoints
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes logs and checkpoints (rank 0)."""
+        return self.rank == 0
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one event to ``metrics.jsonl`` (rank 0 only); set by the engine."""
+        writer = self.state.get("_metrics_writer")
+        if writer is not None and self.is_main:
+            writer(record)

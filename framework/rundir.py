@@ -1,0 +1,97 @@
+"""The files of a run directory, each written atomically so a crash never leaves half a file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fp.errors import CheckpointError
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.pt"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda h: h.write(text.encode()))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per event, appended and flushed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record, sort_keys=True, default=_plain) + "\n")
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def truncate(self, size: int) -> None:
+        """Drop records written after the checkpoint a resume starts from."""
+        if self.path.exists() and self.path.stat().st_size > size:
+            with self.path.open("r+b") as handle:
+                handle.truncate(size)
+
+
+def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
+    path = out_dir / CHECKPOINTS / LAST
+    atomic_write(path, lambda h: torch.save(state, h))
+    return path
+
+
+def load_checkpoint(out_dir: Path) -> dict[str, Any] | None:
+    """The last checkpoint, or None when the run has none; a damaged one is never deleted."""
+    path = out_dir / CHECKPOINTS / LAST
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); move it away to "
+            f"restart the run from scratch, or use another --out.") from None

@@ -1,0 +1,23 @@
+"""Importance scoring: the context measures read (model, batches, shared gradient statistics) and
+``score``, which runs a measure at filter or weight granularity (DESIGN.md, "The paper's measures").
+"""
+from __future__ import annotations
+
+from torch import Tensor
+
+from fp.scoring.context import DEFAULT_TEMPERATURE, ParamStats, ScoreContext, prunable_weights
+from fp.scoring.statistics import _all_reduce_mean, eval_mode
+from fp.scoring.api import GRANULARITIES, resolve_measure, score
+
+#: scoring samples per prune event in the paper's protocol: 20 batches of 128
+DEFAULT_SCORING_SAMPLES = 2560
+
+
+def to_weight_shape(filter_scores: Tensor, weight: Tensor) -> Tensor:
+    """Broadcast one score per output channel over the rest of the weight's shape."""
+    return filter_scores.reshape(-1, *[1] * (weight.dim() - 1)).expand_as(weight).clone()
+
+
+__all__ = ["DEFAULT_SCORING_SAMPLES", "DEFAULT_TEMPERATURE", "GRANULARITIES", "ParamStats",
+           "ScoreContext", "_all_reduce_mean", "eval_mode", "prunable_weights", "resolve_measure",
+           "score", "to_weight_shape"]

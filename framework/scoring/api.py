@@ -1,0 +1,72 @@
+"""``fp.score``: a measure's per-filter or per-weight importance scores of a model."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from fp.errors import ConfigError, DataError, PluginError
+from fp.measure import Measure
+from fp.scoring.context import ScoreContext
+from fp.scoring.statistics import eval_mode
+
+GRANULARITIES = ("filter", "weight")
+
+
+def score(model: nn.Module | None, measure: str | Measure, batches: Iterable | None, *,
+          granularity: str = "filter", temperature: float | None = None,
+          ctx: ScoreContext | None = None, manager=None) -> dict[str, Tensor]:
+    """Importance of ``model``'s conv/linear weights by ``measure``; higher = more important.
+
+    ``granularity="filter"`` gives one score per output channel, "weight" one per weight, keyed by
+    parameter name. ``temperature=None`` uses the measure's own T. Pass ``ctx`` to share gradient
+    statistics between measures (its model and batches are used); ``manager`` resolves measure
+    names (a fresh plugin manager otherwise). Scores are detached float32 on the weights' device;
+    a measure may leave weights out (bn_* skip layers that no BatchNorm follows).
+    """
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"granularity {granularity!r} is not one of 'filter', 'weight'.")
+    measure = resolve_measure(measure, manager)
+    if ctx is None:
+        ctx = ScoreContext(model, batches)
+    elif model is not None and model is not ctx.model:
+        raise ConfigError("the ScoreContext passed to score() was built for another model.")
+    view = ctx.for_temperature(measure.temperature if temperature is None else temperature)
+    if measure.needs_data and not view.batches:
+        raise DataError(f"measure {measure.name!r} needs scoring batches, and none were given.")
+    with eval_mode(view.model):  # also for measures that run the model themselves
+        raw = measure.filter_scores(view) if granularity == "filter" else measure(view)
+    return _checked_scores(raw, view.weights, granularity, measure.name)
+
+
+def resolve_measure(measure: str | Measure | type, manager=None) -> Measure:
+    """A Measure instance from a registered name (built through gin, so bindings apply), a
+    Measure subclass or an instance."""
+    if isinstance(measure, Measure):
+        return measure
+    if isinstance(measure, type) and issubclass(measure, Measure):
+        return measure()
+    if isinstance(measure, str):
+        if manager is None:
+            from fp.manager import make_manager
+
+            manager = make_manager()
+        return manager.registries["measures"].build(measure)
+    raise ConfigError(f"measure must be a registered name or an fp.Measure, not {measure!r}.")
+
+
+def _checked_scores(raw: dict[str, Tensor], weights: dict[str, nn.Parameter], granularity: str,
+                    measure_name: str) -> dict[str, Tensor]:
+    scores = {}
+    for name, value in raw.items():
+        if name not in weights:
+            raise PluginError(f"measure {measure_name!r} scored {name!r}, which is not one of the "
+                              f"weights being scored.")
+        weight = weights[name]
+        shape = weight.shape[:1] if granularity == "filter" else weight.shape
+        if tuple(value.shape) != tuple(shape):
+            raise PluginError(f"measure {measure_name!r} gave {name!r} {granularity} scores of "
+                              f"shape {tuple(value.shape)}; expected {tuple(shape)}.")
+        scores[name] = value.detach().to(device=weight.device, dtype=torch.float32)
+    return scores

@@ -1,0 +1,153 @@
+"""What a measure sees: the model, the scoring batches and the loss statistics they share."""
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fp.errors import ConfigError, DataError
+from fp.measure import Measure
+from fp.scoring import statistics, topology
+
+#: T when neither the context nor the measure names one: the paper protocol's training temperature
+DEFAULT_TEMPERATURE = Measure.temperature
+HVP_CHOICES = ("auto", *statistics.HVP_METHODS)
+
+
+class ParamStats(dict):
+    """Parameter name → statistic; a frozen parameter has none, and asking for it says so."""
+
+    def __missing__(self, name: str) -> Tensor:
+        raise ConfigError(f"parameter {name!r} has no gradient statistics because it is frozen "
+                          f"(requires_grad=False); gradient-based measures cannot score it.")
+
+
+class ScoreContext:
+    """The model, the scoring batches (on ``device``), the weights to score and lazily computed,
+    cached loss statistics: ``grad``, ``grad_sq`` and ``hess_grad`` at a temperature T.
+
+    The cache is keyed by T and shared by every view from ``for_temperature``, so the measures of
+    one prune event compute each statistic once. It assumes the model does not change meanwhile.
+    ``hvp_method`` picks how Hg is computed: "double_backward", "forward_over_reverse" or "auto"
+    (both timed once on the first batch; the faster one is kept in ``info["hvp_method"]``).
+    """
+
+    def __init__(self, model: nn.Module, batches: Iterable | None, *,
+                 temperature: float | None = None, device: torch.device | str | None = None,
+                 weights: dict[str, nn.Parameter] | None = None,
+                 input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto"):
+        if hvp_method not in HVP_CHOICES:
+            raise ConfigError(f"hvp_method {hvp_method!r} is not one of {', '.join(HVP_CHOICES)}.")
+        self.model = model
+        self.device = torch.device(device) if device is not None else _device_of(model)
+        self.batches = [_to_device(b, self.device, _float_dtype(model)) for b in batches or ()]
+        self.temperature = _checked_temperature(DEFAULT_TEMPERATURE if temperature is None
+                                                else temperature)
+        self.weights = prunable_weights(model) if weights is None else _checked(model, weights)
+        first_input = self.batches[0][0] if self.batches else None
+        self.input_shape = (tuple(input_shape) if input_shape is not None
+                            else tuple(first_input.shape[1:]) if first_input is not None else None)
+        self.hvp_method = hvp_method
+        self.info: dict = {}          # shared with views: hvp_method, hvp_seconds, ...
+        self._cache: dict = {}        # shared with views: statistics keyed by (kind, T)
+
+    def for_temperature(self, temperature: float) -> "ScoreContext":
+        """A view of this context whose default T is ``temperature``; it shares the cache."""
+        view = copy.copy(self)
+        view.temperature = _checked_temperature(temperature)
+        return view
+
+    def loss(self, outputs: Tensor, targets: Tensor, temperature: float | None = None) -> Tensor:
+        """The scoring loss: cross-entropy of outputs/T, the mean over the batch."""
+        return F.cross_entropy(outputs / self._t(temperature), targets)
+
+    def grad(self, temperature: float | None = None) -> dict[str, Tensor]:
+        """g: the mean over scoring batches of ∇L_b, for every trainable parameter."""
+        return self._first_order(temperature)[0]
+
+    def grad_sq(self, temperature: float | None = None) -> dict[str, Tensor]:
+        """E[g²]: the mean over scoring batches of the squared per-batch gradient (∇L_b)²."""
+        return self._first_order(temperature)[1]
+
+    def hess_grad(self, temperature: float | None = None) -> dict[str, Tensor]:
+        """Hg: the mean over scoring batches of ∇(ḡᵀ∇L_b), ḡ = g detached."""
+        t = self._t(temperature)
+        key = ("hess_grad", t)
+        if key not in self._cache:
+            grad = self.grad(t)
+            self._cache[key] = ParamStats(statistics.mean_hess_grad(
+                self.model, self._require_batches(), t, grad, self.hvp_method, self.info))
+        return self._cache[key]
+
+    def following_bn(self, weight_name: str) -> nn.Module | None:
+        """The BatchNorm normalising this weight's output channels, or None."""
+        name = self.following_bn_name(weight_name)
+        return None if name is None else self.model.get_submodule(name)
+
+    def following_bn_name(self, weight_name: str) -> str | None:
+        """The qualified name of ``following_bn(weight_name)``, or None."""
+        if "following_bn" not in self._cache:
+            example = self.batches[0][0][:1] if self.batches else None
+            self._cache["following_bn"] = topology.following_batchnorms(
+                self.model, list(self.weights), example)
+        if weight_name not in self._cache["following_bn"]:
+            raise ConfigError(f"{weight_name!r} is not one of the weights being scored.")
+        return self._cache["following_bn"][weight_name]
+
+    def _first_order(self, temperature: float | None) -> tuple[ParamStats, ParamStats]:
+        key = ("grad", self._t(temperature))
+        if key not in self._cache:
+            grad, grad_sq = statistics.mean_grad_and_sq(self.model, self._require_batches(), key[1])
+            self._cache[key] = ParamStats(grad), ParamStats(grad_sq)
+        return self._cache[key]
+
+    def _t(self, temperature: float | None) -> float:
+        return self.temperature if temperature is None else _checked_temperature(temperature)
+
+    def _require_batches(self) -> list[tuple[Tensor, Tensor]]:
+        if not self.batches:
+            raise DataError("gradient statistics need scoring batches, and none were given.")
+        return self.batches
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every conv (1-3d) and linear weight, by parameter name, in module order."""
+    return {f"{name}.weight" if name else "weight": module.weight
+            for name, module in model.named_modules() if isinstance(module, topology.LAYERS)}
+
+
+def _checked(model: nn.Module, weights: dict[str, nn.Parameter]) -> dict[str, nn.Parameter]:
+    params = dict(model.named_parameters())
+    for name, param in weights.items():
+        if params.get(name) is not param:
+            raise ConfigError(f"weight {name!r} is not a parameter of the model by that name.")
+    return dict(weights)
+
+
+def _checked_temperature(temperature: float) -> float:
+    if not float(temperature) > 0:
+        raise ConfigError(f"the scoring temperature must be positive, not {temperature!r}.")
+    return float(temperature)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype | None:
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return first.dtype if first is not None else None
+
+
+def _to_device(batch, device: torch.device, dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
+    try:
+        x, y = batch[0], batch[1]
+    except (TypeError, IndexError, KeyError):
+        raise DataError(f"a scoring batch must be (inputs, targets), not {type(batch).__name__}."
+                        ) from None
+    x = x.to(device, dtype=dtype if x.is_floating_point() and dtype is not None else None)
+    return x, y.to(device)

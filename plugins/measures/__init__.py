@@ -1,0 +1,8 @@
+"""Built-in importance measures: one module per measure (see DESIGN.md for the definitions)."""
+import fp
+from fp.discover import classes_in_package
+
+
+@fp.hookimpl
+def fp_register_measures():
+    return classes_in_package(__name__, lambda cls: issubclass(cls, fp.Measure))
