@@ -34,22 +34,31 @@ def run_cmd(
     force: Annotated[bool, typer.Option(help="Continue a run directory even if its config differs.")] = False,
 ) -> None:
     """Run (or resume) the experiment declared by CONFIGS."""
+    from fp import distributed
     from fp.engine import run
 
+    files, bindings = [str(c) for c in configs], bind or []
     if nproc > 1:
-        from fp.distributed import launch
-
-        launch(nproc, [str(c) for c in configs], bind or [], out_dir, device, force)
+        results = distributed.launch(nproc, files, bindings, out_dir, device, force)
+        _print_summary(results[0]["summary"], Path(results[0]["out_dir"]))
         return
-    outcome = run([str(c) for c in configs], bind or [], out=out_dir, device=device, force=force)
+    if distributed.launched_by_torchrun():  # `torchrun ... fp run`: this process is one rank
+        result = distributed.worker(files, bindings, out_dir, device, force)
+        if int(os.environ["RANK"]) == 0:
+            _print_summary(result["summary"], Path(result["out_dir"]))
+        return
+    outcome = run(files, bindings, out=out_dir, device=device, force=force)
     if outcome.already_finished:
         out.print(f"{outcome.out_dir} is a finished run; nothing to do (summary.json).")
     for note in outcome.notes:
         out.print(note)
-    s = outcome.summary
+    _print_summary(outcome.summary, outcome.out_dir)
+
+
+def _print_summary(s: dict, out_dir: Path) -> None:
     out.print(f"test_acc {s['test_acc']:.4f}  best {s['best_test_acc']:.4f}  "
               f"filters kept {s['filters_kept']}/{s['dense_filters']}  "
-              f"params {s['params']}/{s['dense_params']}  -> {outcome.out_dir}")
+              f"params {s['params']}/{s['dense_params']}  world_size {s['world_size']}  -> {out_dir}")
 
 
 @app.command("plugins")

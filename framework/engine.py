@@ -28,6 +28,7 @@ class Outcome:
     resumed: bool = False
     already_finished: bool = False
     notes: list[str] = field(default_factory=list)
+    model: Any = None  # the final (pruned) model, for callers in the same process
 
 
 def run(files: Sequence[str], bindings: Sequence[str] = (), *, out: str | Path | None = None,
@@ -94,7 +95,7 @@ class Trainer:
                 self._end_epoch(metrics, bar)
         summary = s.finish(run, s.elapsed)
         run.manager.hook.run_end(run=run, summary=summary)
-        return Outcome(run.out_dir, summary, resumed=run.resumed, notes=s.notes)
+        return Outcome(run.out_dir, summary, resumed=run.resumed, notes=s.notes, model=run.model)
 
     def _epoch(self, bar) -> dict[str, float]:
         run, s = self.run, self.s
@@ -126,7 +127,7 @@ class Trainer:
         record = s.stats(run)
         record.update(event="prune", index=event.index, step=run.step, epoch=run.epoch,
                       target=event.target, sparsity=event.sparsity,
-                      widths=event.widths_after or None)
+                      widths=event.widths_after or None, widths_before=event.widths_before or None)
         run.log(record)
         s.after_surgery(run)
 

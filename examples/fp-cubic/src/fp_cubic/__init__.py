@@ -1,0 +1,22 @@
+"""fp-cubic: a third-party flowprune measure, kept small so it reads as a template."""
+import torch
+
+import fp
+
+
+class Cubic(fp.Measure):
+    """Weight magnitude raised to a power (3 by default); data-free."""
+
+    name = "cubic"
+    needs_data = False
+
+    def __init__(self, power: float = 3.0):  # gin-bindable: cubic.power = 2.0
+        self.power = power
+
+    def __call__(self, ctx) -> dict[str, torch.Tensor]:
+        return {n: w.detach().abs() ** self.power for n, w in ctx.weights.items()}
+
+
+@fp.hookimpl
+def fp_register_measures():
+    return [Cubic]

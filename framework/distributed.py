@@ -1,0 +1,58 @@
+"""Multi-process training through torch.distributed: ``fp run --nproc N`` on one machine, or any
+``torchrun`` launch (multi-node included) of ``fp run``. gloo on CPU, NCCL on GPU."""
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def launch(nproc: int, files: Sequence[str], bindings: Sequence[str], out: Path | None,
+           device: str | None, force: bool = False) -> dict[int, dict[str, Any]]:
+    """Start ``nproc`` local workers with torchrun's machinery and wait for them; returns each
+    rank's result (its summary and a digest of its final weights)."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
+                          monitor_interval=0.5)
+    return elastic_launch(config, worker)(list(files), list(bindings), out, device, force)
+
+
+def worker(files: list[str], bindings: list[str], out: Path | None, device: str | None,
+           force: bool) -> dict[str, Any]:
+    """One rank: join the process group, run the experiment, report what it ended with."""
+    from fp.engine import run
+
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    try:
+        outcome = run(files, bindings, out=out, device=device or "cpu", force=force, rank=rank,
+                      world_size=world_size, quiet=rank != 0)
+        digest = weights_digest(outcome.model) if outcome.model is not None else ""
+        return {"summary": outcome.summary, "digest": digest, "out_dir": str(outcome.out_dir)}
+    finally:
+        dist.destroy_process_group()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of every parameter and buffer, to check that ranks agree bit for bit."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
