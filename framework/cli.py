@@ -93,6 +93,60 @@ def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, archi
         out.print(table)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    configs: Annotated[list[Path], typer.Argument(help="gin files of the base experiment.")],
+    grid: Annotated[list[str], typer.Option("--grid", "-g", help="'a.b=v1,v2': one run per value (bare words are strings).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder holding one run directory per grid point.")],
+    bind: Annotated[Optional[list[str]], typer.Option("--bind", "-b", help="A gin binding shared by every run.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+) -> None:
+    """Run the cartesian product of --grid values one after another; finished runs are skipped."""
+    from rich.live import Live
+
+    from fp.sweep import live_table, sweep
+
+    with Live(live_table([]), console=out, refresh_per_second=4) as live:
+        rows = sweep([str(c) for c in configs], grid, bindings=bind or [], out=out_dir,
+                     device=device, on_update=lambda r: live.update(live_table(r)))
+    failed = sum(r["status"] == "failed" for r in rows)
+    out.print(f"{len(rows)} runs in {out_dir} ({failed} failed); `fp report {out_dir} --out DIR` summarises them.")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories or sweep folders.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where report.md, report.csv and plots go.")],
+) -> None:
+    """Summarise runs: report.md and report.csv (mean ± std over seeds) and PNG plots."""
+    from fp.report import report
+
+    path = report(run_dirs, out_dir)
+    out.print(f"wrote {path} (report.csv and figures beside it)")
+
+
+@app.command("eval")
+def eval_cmd(
+    target: Annotated[Path, typer.Argument(help="A run directory or a saved model file.")],
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Images per batch for accuracy and latency.")] = 256,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (needed for a bare model file).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Accuracy, params, FLOPs and latency of a pruned model against its dense architecture."""
+    import json
+
+    from fp.evaluate import evaluate, format_eval
+
+    result = evaluate(target, device=device, batch_size=batch_size, dataset=dataset)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print(format_eval(result))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

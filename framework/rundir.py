@@ -66,7 +66,7 @@ class MetricsLog:
 
     def __call__(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
-            handle.write(json.dumps(record, sort_keys=True, default=_plain) + "\n")
+            handle.write(json.dumps(record, default=_plain) + "\n")  # keeps layer order
 
     def size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0

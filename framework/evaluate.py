@@ -1,0 +1,146 @@
+"""``fp eval``: a saved pruned model's test accuracy, size and measured speed, next to the dense
+architecture it was pruned from (untrained: used for parameters, FLOPs and latency only)."""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+from torch import nn
+
+from fp import pruning
+from fp.checkpoint import resolve_device
+from fp.config import parse as parse_config
+from fp.errors import CheckpointError, ConfigError
+from fp.manager import Manager, make_manager
+from fp.pruning.arch import arch_of
+
+
+def evaluate(target: str | Path, *, device: str = "cpu", batch_size: int = 256,
+             dataset: str | None = None, warmup: int = 5, repeats: int = 20) -> dict[str, Any]:
+    """Evaluate a run directory's ``model.pt`` (on the dataset its config.gin names) or a model
+    file (``dataset``, a registered name, required). Latency is the median over ``repeats``
+    timed forward passes of one ``batch_size`` batch, after ``warmup`` untimed ones."""
+    check_counts(batch_size, warmup, repeats)
+    model_path, run_dir = locate(Path(target))
+    manager = make_manager()
+    data = load_dataset(run_dir, dataset, manager, model_path)
+    torch_device = resolve_device(device)
+    model = pruning.load(model_path, manager=manager).to(torch_device).eval()
+    arch = arch_of(model)
+    check_fits(arch, data, model_path)
+    dense = pruning.build_model(arch["name"], manager=manager, **arch["kwargs"]).to(torch_device).eval()
+    example = torch.zeros(1, data.in_channels, *data.image_size, device=torch_device)
+    batch = torch.randn(batch_size, data.in_channels, *data.image_size, device=torch_device)
+    accuracy, samples = test_accuracy(model, data, batch_size, torch_device)
+    pruned_ms = latency_ms(model, batch, warmup, repeats)
+    dense_ms = latency_ms(dense, batch, warmup, repeats)
+    return {"model": str(model_path), "architecture": arch["name"], "dataset": data.name,
+            "device": str(torch_device), "batch_size": batch_size, "warmup": warmup,
+            "repeats": repeats, "test_acc": accuracy, "test_samples": samples,
+            **sizes(model, dense, example), "latency_ms": pruned_ms, "dense_latency_ms": dense_ms,
+            "speedup": dense_ms / pruned_ms if pruned_ms > 0 else float("nan")}
+
+
+def sizes(model: nn.Module, dense: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Parameters (masked weights do not count) and FLOPs per image, pruned and dense."""
+    return {"params": pruning.count_params(model, getattr(model, "fp_masks", None)),
+            "dense_params": pruning.count_params(dense),
+            "flops": pruning.count_flops(model, example),
+            "dense_flops": pruning.count_flops(dense, example)}
+
+
+def check_counts(batch_size: int, warmup: int, repeats: int) -> None:
+    for name, value, least in (("batch size", batch_size, 1), ("warmup", warmup, 0),
+                               ("repeats", repeats, 1)):
+        if not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an integer of at least {least}, got {value!r}.")
+
+
+def locate(target: Path) -> tuple[Path, Path | None]:
+    """(model file, run directory or None) for a run directory or a model file."""
+    if target.is_dir():
+        model_path = target / "model.pt"
+        if not model_path.is_file():
+            raise CheckpointError(f"{model_path} does not exist; the run has not finished (run "
+                                  f"`fp run` with --out {target} again to resume it).")
+        return model_path, target
+    if not target.is_file():
+        raise CheckpointError(f"{target} is neither a run directory nor a saved model file.")
+    return target, None
+
+
+def load_dataset(run_dir: Path | None, name: str | None, manager: Manager, model_path: Path):
+    """The test data: ``name`` if given, else the run's dataset with its own gin arguments
+    (``digits.size``, ``cifar10.root``, ...) read back from the run's config.gin."""
+    datasets = manager.registries["datasets"]
+    if run_dir is not None and (run_dir / "config.gin").is_file():
+        settings = parse_config([run_dir / "config.gin"], [], manager)  # binds the dataset's args
+        return datasets.build(name or settings.data.dataset)
+    if run_dir is not None and not name:
+        name = recorded_dataset(run_dir)
+    if not name:
+        raise ConfigError(f"evaluating the model file {model_path} needs --dataset (a registered "
+                          f"dataset name; `fp list datasets` shows them).")
+    return datasets.build(name)
+
+
+def check_fits(arch: dict[str, Any], data, model_path: Path) -> None:
+    """A model built for other data would fail deep inside its forward pass; say so plainly."""
+    for key, have in (("in_channels", data.in_channels), ("num_classes", data.num_classes)):
+        wanted = arch["kwargs"].get(key)
+        if wanted is not None and wanted != have:
+            raise ConfigError(f"{model_path} was built for {key}={wanted} but dataset "
+                              f"{data.name!r} has {have}; pass the dataset it was trained on.")
+
+
+def recorded_dataset(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+@torch.inference_mode()
+def test_accuracy(model: nn.Module, data, batch_size: int, device: torch.device) -> tuple[float, int]:
+    correct = seen = 0
+    for inputs, targets in data.loader("test", batch_size, device=device):
+        correct += int((model(inputs).argmax(1) == targets).sum())
+        seen += len(targets)
+    return correct / max(seen, 1), seen
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int) -> float:
+    """Median wall time of one forward pass, in milliseconds (CUDA is synchronised around it)."""
+    sync = torch.cuda.synchronize if batch.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        model(batch)
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        model(batch)
+        sync()
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def format_eval(result: dict[str, Any]) -> Table:
+    """The evaluation as a rich table: pruned against dense, with their ratio."""
+    title = (f"{result['architecture']} on {result['dataset']}: test accuracy "
+             f"{100 * result['test_acc']:.2f}% ({result['test_samples']} images)")
+    table = Table("", "pruned", "dense", "pruned / dense", title=title, title_justify="left")
+    for label, key in (("parameters", "params"), ("FLOPs per image", "flops")):
+        pruned, dense = result[key], result[f"dense_{key}"]
+        table.add_row(label, f"{pruned:,}", f"{dense:,}", f"{pruned / dense:.1%}" if dense else "–")
+    pruned, dense = result["latency_ms"], result["dense_latency_ms"]
+    table.add_row(f"latency (ms, batch {result['batch_size']}, {result['device']})",
+                  f"{pruned:.2f}", f"{dense:.2f}", f"{pruned / dense:.1%}" if dense else "–")
+    table.caption = (f"{result['model']}: speedup {result['speedup']:.2f}x (median of "
+                     f"{result['repeats']} timed passes after {result['warmup']} warm-up passes)")
+    return table
