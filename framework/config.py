@@ -62,10 +62,16 @@ def _parse_one(parse_fn, opened: list[Path], path: Path | None, binding: str | N
         raise ConfigError(f"gin syntax error in {where or culprit}"
                           + (f", line {line}: unclosed bracket or quote." if line else ".")) from None
     except SyntaxError as exc:
-        culprit = where or (opened[-1] if opened else path)
-        raise ConfigError(f"gin syntax error in {culprit}, line {exc.lineno}: {exc.msg}") from None
+        culprit = opened[-1] if opened else path
+        unclosed = _unclosed_line(culprit) if culprit and not where else None
+        line, reason = (unclosed, "unclosed bracket or quote") if unclosed else (exc.lineno, _first_line(exc.msg))
+        raise ConfigError(f"gin syntax error in {where or culprit}, line {line}: {reason}.") from None
     except (ValueError, IOError, OSError) as exc:
         raise ConfigError(_explain(str(exc), where)) from None
+
+
+def _first_line(message: str) -> str:
+    return str(message).strip().splitlines()[0].rstrip(".") if str(message).strip() else "invalid syntax"
 
 
 def _explain(message: str, where: str | None) -> str:
@@ -89,7 +95,7 @@ def _explain(message: str, where: str | None) -> str:
 
 def _configurable_names() -> list[str]:
     names = set()
-    for selector in gin_config._REGISTRY:  # gin has no public listing of configurables
+    for selector, _ in gin_config._REGISTRY.items():  # gin has no public listing of configurables
         names.add(selector)
         names.add(selector.rsplit(".", 1)[-1])
     return sorted(names)
