@@ -13,6 +13,7 @@ import torch
 
 from fp import config, optim, pruning, rundir
 from fp.errors import FpError
+from fp.loop import EpochProgress
 from fp.manager import Manager
 from fp.run import Run
 from fp.schedule import PruneStep
@@ -52,6 +53,7 @@ class Setup:
     best: float = 0.0
     last_metrics: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    progress: EpochProgress = field(default_factory=EpochProgress)  # of the epoch under way
     _stats: dict[str, Any] = field(default_factory=dict)
     forward: Callable[[], Callable] = None  # type: ignore[assignment]
 
@@ -82,6 +84,7 @@ class Setup:
             "optimizer": run.optimizer.state_dict(),
             "masks": run.masks,
             "epoch": run.epoch, "step": run.step, "event_index": self.event_index,
+            "progress": self.progress.state(),
             "elapsed": self.elapsed, "best": self.best, "last_metrics": self.last_metrics,
             "plugins": {k: v for k, v in run.state.items() if not k.startswith("_")},
             "rng": rng_state(), "metrics_bytes": self.metrics_log.size(),
@@ -93,13 +96,16 @@ class Setup:
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.masks = {k: v.to(run.device) for k, v in ckpt["masks"].items()}
         run.epoch, run.step = ckpt["epoch"], ckpt["step"]
+        self.progress = EpochProgress(**ckpt["progress"])
         self.event_index, self.elapsed, self.best = ckpt["event_index"], ckpt["elapsed"], ckpt["best"]
         self.last_metrics = ckpt["last_metrics"]
         run.state.update(ckpt["plugins"])
         set_rng_state(ckpt["rng"])
         self.metrics_log.truncate(ckpt["metrics_bytes"])
         run.resumed = True
-        self.notes.append(f"resumed from the checkpoint at epoch {run.epoch} (step {run.step})")
+        where = f"epoch {run.epoch}" + (f", batch {self.progress.batches} of epoch {run.epoch + 1}"
+                                        if self.progress.batches else "")
+        self.notes.append(f"resumed from the checkpoint after {where} (step {run.step})")
 
     def finish(self, run: Run, elapsed: float) -> dict[str, Any]:
         summary = make_summary(self, run, elapsed)

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug or DEBUG["on"]:
             raise
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
+        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(130) from None

@@ -1,6 +1,8 @@
 """``fp run``: build an experiment from gin, train it with its prune events, resume it."""
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +11,8 @@ from typing import Any, Sequence
 import torch
 
 from fp import checkpoint, config, optim, pruning, rundir
-from fp.errors import CheckpointError, ConfigError
-from fp.loop import evaluate, train_epoch
+from fp.errors import ConfigError, Interrupted
+from fp.loop import EpochProgress, evaluate, train_epoch
 from fp.manager import Manager, make_manager
 from fp.prune_event import prune_now
 from fp.run import Run
@@ -82,19 +84,22 @@ class Trainer:
 
     def fit(self) -> Outcome:
         run, s = self.run, self.s
-        run.manager.hook.run_start(run=run)
+        run.manager.call("run_start", run=run)
         s.write_operative_config(run)  # again: plugins configure themselves in run_start
         if run.step == 0 and 0 in self.events and s.event_index == 0:
             self._prune(self.events[0])
             s.save(run)
-        start = time.perf_counter() - s.elapsed
-        with Progress(s.total_epochs, len(run.train_loader), enabled=run.is_main and not self.quiet) as bar:
+        self.start = time.perf_counter() - s.elapsed
+        with Progress(s.total_epochs, len(run.train_loader), enabled=run.is_main and not self.quiet) as bar, \
+                StopOnSignal() as self.stop:
+            bar.skip(run.step)
             while run.epoch < s.total_epochs:
                 metrics = self._epoch(bar)
-                s.elapsed = time.perf_counter() - start
+                s.elapsed = time.perf_counter() - self.start
                 self._end_epoch(metrics, bar)
+                self._stop_if_asked()
         summary = s.finish(run, s.elapsed)
-        run.manager.hook.run_end(run=run, summary=summary)
+        run.manager.call("run_end", run=run, summary=summary)
         return Outcome(run.out_dir, summary, resumed=run.resumed, notes=s.notes, model=run.model)
 
     def _epoch(self, bar) -> dict[str, float]:
@@ -103,10 +108,12 @@ class Trainer:
         optim.set_lr(run.optimizer, optim.lr_at(s.settings.train, cycle_epoch, s.cycle_epochs))
         run.train_loader.set_epoch(run.epoch)
         # a prune event inside the epoch replaces the model, so look the forward up on every step
-        metrics = train_epoch(run, lambda x: s.forward(x), on_step=lambda: self._after_step(bar))
+        metrics = train_epoch(run, lambda x: s.forward(x), on_step=lambda: self._after_step(bar),
+                              progress=s.progress)
         if not all(map(_finite, metrics.values())):
             raise s.diverged(run)
         run.epoch += 1
+        s.progress = EpochProgress()
         metrics.update(evaluate(run))
         metrics["lr"] = run.optimizer.param_groups[0]["lr"]
         return metrics
@@ -118,7 +125,22 @@ class Trainer:
         bar.advance_step()
         planned = self.events.get(run.step)
         if planned is not None and run.step > 0:
+            if not torch.isfinite(self.s.progress.loss_sum):  # never prune a diverged model
+                raise self.s.diverged(run)
             self._prune(planned)
+            self.s.elapsed = time.perf_counter() - self.start
+            self.s.save(run)
+        self._stop_if_asked()
+
+    def _stop_if_asked(self) -> None:
+        if self.stop.signum is None:
+            return
+        self.s.elapsed = time.perf_counter() - self.start
+        self.s.save(self.run)
+        name = signal.Signals(self.stop.signum).name
+        raise Interrupted(f"stopped by {name} at step {self.run.step}; the checkpoint in "
+                          f"{self.run.out_dir / rundir.CHECKPOINTS} is up to date, run the same "
+                          f"command again to resume.", self.stop.signum)
 
     def _prune(self, planned: PruneStep) -> None:
         run, s = self.run, self.s
@@ -137,10 +159,34 @@ class Trainer:
         s.best = max(s.best, metrics["test_acc"])
         metrics["best_test_acc"] = s.best
         run.log({"event": "epoch", "epoch": run.epoch, "step": run.step, **metrics})
-        run.manager.hook.after_epoch(run=run, epoch=run.epoch, metrics=metrics)
+        run.manager.call("after_epoch", run=run, epoch=run.epoch, metrics=metrics)
         s.last_metrics = metrics
         s.save(run)
         bar.end_epoch(run.epoch, metrics)
+
+
+class StopOnSignal:
+    """Turn SIGINT/SIGTERM into a request the trainer honours at the next step boundary, so the
+    checkpoint it writes is consistent."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _finite(value: float) -> bool:

@@ -8,8 +8,11 @@ from typing import Iterable
 class FpError(Exception):
     """A mistake in the user's input (config, names, data, files), not a bug in fp.
 
-    The message is one sentence that names the culprit; the CLI prints it without a traceback.
+    The message is one sentence that names the culprit; the CLI prints it without a traceback
+    and exits with ``exit_code``.
     """
+
+    exit_code = 2
 
 
 class ConfigError(FpError):
@@ -34,6 +37,14 @@ class CheckpointError(FpError):
 
 class DataError(FpError):
     """A dataset that is missing, empty or malformed."""
+
+
+class Interrupted(FpError):
+    """SIGINT or SIGTERM arrived; a checkpoint was written and the run can be resumed."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

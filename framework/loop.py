@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -23,16 +24,33 @@ def _inputs(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None]) -> dict[str, float]:
-    """Train for one pass over ``run.train_loader``; ``on_step`` runs after every optimizer step
-    (masks, hooks, due prune events). Returns train loss and accuracy; a non-finite loss is
-    reported as such (the caller stops the run)."""
+@dataclass
+class EpochProgress:
+    """How far the current epoch got: batches done and the running sums behind its metrics.
+    Saved in mid-epoch checkpoints so a resumed epoch skips what was done and ends identically."""
+
+    batches: int = 0
+    seen: int = 0
+    loss_sum: torch.Tensor | float = 0.0  # a device tensor while training (no per-step sync)
+    correct: torch.Tensor | int = 0
+
+    def state(self) -> dict[str, float | int]:
+        return {"batches": self.batches, "seen": self.seen,
+                "loss_sum": float(self.loss_sum), "correct": int(self.correct)}
+
+
+def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None],
+                progress: EpochProgress) -> dict[str, float]:
+    """Train for one pass over ``run.train_loader``, skipping the ``progress.batches`` already
+    done; ``on_step`` runs after every optimizer step (masks, hooks, due prune events, stop
+    requests). Returns train loss and accuracy (non-finite when the loss diverged)."""
     temperature = run.config["train"]["temperature"]
     run.model.train()
-    loss_sum = torch.zeros((), device=run.device)
-    correct = torch.zeros((), device=run.device, dtype=torch.long)
-    seen = 0
-    for x, y in run.train_loader:
+    progress.loss_sum = torch.as_tensor(progress.loss_sum, dtype=torch.float32, device=run.device)
+    progress.correct = torch.as_tensor(progress.correct, dtype=torch.long, device=run.device)
+    for index, (x, y) in enumerate(run.train_loader):
+        if index < progress.batches:
+            continue  # done before the checkpoint this epoch resumed from
         with autocast(run):
             logits = forward(_inputs(run, x))
         loss = F.cross_entropy(logits.float() / temperature, y)
@@ -40,12 +58,13 @@ def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None]) -> dic
         loss.backward()
         run.optimizer.step()
         run.step += 1
-        loss_sum += loss.detach() * y.numel()
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += y.numel()
-        run.manager.hook.after_step(run=run, step=run.step, loss=loss.detach())
+        progress.loss_sum += loss.detach() * y.numel()
+        progress.correct += (logits.detach().argmax(1) == y).sum()
+        progress.batches, progress.seen = index + 1, progress.seen + y.numel()
+        run.manager.call("after_step", run=run, step=run.step, loss=loss.detach())
         on_step()
-    totals = _all_reduce(run, torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=run.device)]))
+    totals = _all_reduce(run, torch.stack([progress.loss_sum, progress.correct.float(),
+                                           torch.tensor(float(progress.seen), device=run.device)]))
     return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item()}
 
 

@@ -66,12 +66,37 @@ class Manager(pluggy.PluginManager):
             raise PluginError(f"plugin {name!r} failed to load ({reason}); fix or uninstall it, or "
                               f"block it with {BLOCK_ENV}={name}.")
 
+    def call(self, hook_name: str, **kwargs):
+        """Call a lifecycle hook; an exception inside a plugin's implementation names the plugin."""
+        caller = getattr(self.hook, hook_name)
+        try:
+            return caller(**kwargs)
+        except PluginError:
+            raise
+        except Exception as exc:
+            culprit = _raising_plugin(caller, exc)
+            if culprit is None:
+                raise
+            raise PluginError(f"plugin {culprit!r} failed in hook {hook_name}: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
     @property
     def registries(self) -> dict[str, Registry]:
         """Measures, architectures, datasets and schedules by name (built on first use)."""
         if self._registries is None:
             self._registries = collect(self)
         return self._registries
+
+
+def _raising_plugin(caller, exc: BaseException) -> str | None:
+    """The plugin whose hook implementation appears deepest in the exception's traceback."""
+    codes = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()
+             if hasattr(impl.function, "__code__")}
+    culprit, tb = None, exc.__traceback__
+    while tb is not None:
+        culprit = codes.get(tb.tb_frame.f_code, culprit)
+        tb = tb.tb_next
+    return culprit
 
 
 def blocked_names() -> set[str]:

@@ -23,6 +23,10 @@ class Progress:
     def __exit__(self, *exc) -> None:
         self.bar.__exit__(*exc)
 
+    def skip(self, steps: int) -> None:
+        """Start a resumed run's bar where it left off."""
+        self.bar.update(self.task, completed=steps)
+
     def advance_step(self) -> None:
         self.bar.advance(self.task)
 

@@ -9,7 +9,7 @@ import torch
 from fp import optim, pruning
 from fp.run import PruneEvent, Run
 from fp.schedule import PruneStep
-from fp.scoring import ScoreContext
+from fp.scoring import ScoreContext, score
 from fp.settings import Train
 
 
@@ -34,16 +34,16 @@ def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Te
     temperature = prune["temperature"] or run.measure.temperature
     event.ctx = ScoreContext(run.model, scoring_batches(run, index), temperature=temperature,
                              device=run.device)
-    run.manager.hook.before_prune(run=run, event=event)
-    measure = run.measure
-    scores = measure.filter_scores(event.ctx) if event.granularity == "filter" else measure(event.ctx)
-    replaced = run.manager.hook.score(run=run, event=event, scores=scores)
+    run.manager.call("before_prune", run=run, event=event)
+    scores = score(None, run.measure, None, granularity=event.granularity,
+                   temperature=temperature, ctx=event.ctx)
+    replaced = run.manager.call("score", run=run, event=event, scores=scores)
     event.scores = replaced if replaced is not None else scores
     if event.granularity == "filter":
         _prune_filters(run, event, example_inputs)
     else:
         _mask_weights(run, event, rewind=planned.rewind)
-    run.manager.hook.after_prune(run=run, event=event)
+    run.manager.call("after_prune", run=run, event=event)
     return event
 
 

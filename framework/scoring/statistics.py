@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -75,7 +76,7 @@ def mean_grad_and_sq(model: nn.Module, batches: list[Batch],
                 if grad is not None:
                     acc.add_(grad)
                     acc_sq.addcmul_(grad, grad)
-    means = _all_reduce_mean([t / len(batches) for t in total + total_sq])
+    means = _all_reduce_mean([t.div_(len(batches)) for t in total + total_sq])
     return dict(zip(names, means[:len(names)])), dict(zip(names, means[len(names):]))
 
 
@@ -105,7 +106,9 @@ def hvp_forward_over_reverse(model, x, y, temperature, names, params, vec) -> li
 
     primals = {n: p.detach() for n, p in zip(names, params)}
     tangents = dict(zip(names, vec))
-    _, hv = torch.func.jvp(torch.func.grad(loss_of), (primals,), (tangents,))
+    with warnings.catch_warnings():  # torch loads its forward-AD formulas via torch.jit.script
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script", category=FutureWarning)
+        _, hv = torch.func.jvp(torch.func.grad(loss_of), (primals,), (tangents,))
     return [hv[n] for n in names]
 
 
@@ -115,7 +118,16 @@ HVP_METHODS: dict[str, HvpFn] = {
 }
 
 
-def _timed(fn: HvpFn, device: torch.device, *args) -> tuple[list[Tensor], float]:
+#: (method, device type) pairs that have run in this process; a first call pays one-off setup
+#: (torch.func builds its transforms, cuDNN picks kernels) that must not decide the timing
+_WARM: set[tuple[str, str]] = set()
+
+
+def _timed(method: str, device: torch.device, args: tuple) -> tuple[list[Tensor], float]:
+    fn = HVP_METHODS[method]
+    if (method, device.type) not in _WARM:
+        fn(*args)
+        _WARM.add((method, device.type))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -128,11 +140,11 @@ def _timed(fn: HvpFn, device: torch.device, *args) -> tuple[list[Tensor], float]
 def _fastest(args: tuple, device: torch.device, info: dict) -> tuple[str, list[Tensor]]:
     """Time both methods once on the first batch and keep the faster one; forward-mode AD lacks
     formulas for some ops, so a failure there leaves double backward."""
-    hv, seconds = _timed(hvp_double_backward, device, *args)
+    hv, seconds = _timed("double_backward", device, args)
     info["hvp_seconds"] = {"double_backward": seconds}
     try:
         _, info["hvp_seconds"]["forward_over_reverse"] = _timed(
-            hvp_forward_over_reverse, device, *args)
+            "forward_over_reverse", device, args)
     except Exception as exc:  # noqa: BLE001 - any unsupported op means: use the other method
         info["hvp_fallback_reason"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return min(info["hvp_seconds"], key=info["hvp_seconds"].get), hv
@@ -140,24 +152,24 @@ def _fastest(args: tuple, device: torch.device, info: dict) -> tuple[str, list[T
 
 def mean_hess_grad(model: nn.Module, batches: list[Batch], temperature: float,
                    grad: dict[str, Tensor], method: str, info: dict) -> dict[str, Tensor]:
-    """Hg = mean_b ∇(ḡᵀ∇L_b) over all trainable parameters; ``method`` is a key of
-    ``HVP_METHODS`` or "auto" (the choice is recorded in ``info["hvp_method"]``)."""
+    """Hg = mean_b ∇(ḡᵀ∇L_b) over all trainable parameters. ``method`` is a key of
+    ``HVP_METHODS`` or "auto", which times both on the first batch unless ``info`` already holds
+    a choice; the method used is recorded in ``info["hvp_method"]``."""
     names, params = trainable(model)
     if not names:
         return {}
     vec = [grad[n].detach() for n in names]
     total = [torch.zeros_like(p) for p in params]
-    device = params[0].device
+    chosen = info.get("hvp_method") if method == "auto" else method
     with eval_mode(model), torch.enable_grad():
-        for i, (x, y) in enumerate(batches):
+        for x, y in batches:
             args = (model, x, y, temperature, names, params, vec)
-            if method == "auto" and i == 0:
-                chosen, hv = _fastest(args, device, info)
+            if chosen is None:
+                chosen, hv = _fastest(args, params[0].device, info)
             else:
-                chosen = info.get("hvp_method", method) if method == "auto" else method
                 hv = HVP_METHODS[chosen](*args)
             info["hvp_method"] = chosen
             for acc, h in zip(total, hv):
                 acc.add_(h)
-    means = _all_reduce_mean([t / len(batches) for t in total])
+    means = _all_reduce_mean([t.div_(len(batches)) for t in total])
     return dict(zip(names, means))

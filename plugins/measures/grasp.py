@@ -1,0 +1,16 @@
+"""Gradient-norm increase (GraSP): θ ⊙ Hg, signed."""
+from fp.plugins.measures._loss import LossMeasure
+
+
+class Grasp(LossMeasure):
+    """Gradient-norm increase (GraSP) θ ⊙ Hg, signed; a filter scores Σ θ_i (Hg)_i.
+
+    Seed name: grasp. Default T = 200, the seed's.
+    """
+
+    name = "grasp"
+    temperature = 200.0
+
+    def __call__(self, ctx):
+        hess_grad = ctx.hess_grad()
+        return {n: w.detach() * hess_grad[n] for n, w in ctx.weights.items()}

@@ -1,0 +1,122 @@
+"""The run loop end to end on tiny digits runs: hooks, outputs, resume, refusal, faults."""
+import json
+import types
+
+import pytest
+import torch
+
+import fp
+from fp.engine import run
+from fp.errors import ConfigError, FpError, PluginError
+
+QUICK = ["train.epochs = 2", "prune.rounds = 1", "prune.target = 0.5", "prune.samples = 64",
+         "digits.size = 8", "train.batch_size = 128", "flow.enabled = False"]
+
+
+def quick(tmp_path, *extra, name="r", manager=None, **kw):
+    return run(["gin/quickstart.gin"], QUICK + list(extra), out=tmp_path / name, quiet=True,
+               manager=manager, **kw)
+
+
+class Recorder:
+    """A test plugin that records every lifecycle hook it sees."""
+
+    __name__ = "recorder"
+
+    def __init__(self):
+        self.calls = []
+
+    @fp.hookimpl
+    def run_start(self, run):
+        self.calls.append("run_start")
+
+    @fp.hookimpl
+    def before_prune(self, run, event):
+        self.calls.append("before_prune")
+
+    @fp.hookimpl
+    def score(self, run, event, scores):
+        self.calls.append("score")
+
+    @fp.hookimpl
+    def after_prune(self, run, event):
+        self.calls.append("after_prune")
+
+    @fp.hookimpl
+    def after_step(self, run, step, loss):
+        self.calls.append("after_step")
+
+    @fp.hookimpl
+    def after_epoch(self, run, epoch, metrics):
+        self.calls.append(f"after_epoch{epoch}")
+
+    @fp.hookimpl
+    def run_end(self, run, summary):
+        self.calls.append("run_end")
+
+
+def test_hooks_fire_in_order(tmp_path):
+    rec = Recorder()
+    outcome = quick(tmp_path, manager=fp.make_manager(autoload=False, plugins=(rec,)))
+    steps = outcome.summary["steps"] // 2  # steps per epoch
+    first_epoch = ["after_step"] * steps
+    assert rec.calls == (["run_start"] + first_epoch + ["before_prune", "score", "after_prune",
+                         "after_epoch1"] + ["after_step"] * steps + ["after_epoch2", "run_end"])
+
+
+def test_run_directory_holds_the_promised_files(tmp_path):
+    outcome = quick(tmp_path)
+    out = outcome.out_dir
+    for name in ["operative_config.gin", "summary.json", "metrics.jsonl", "model.pt"]:
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ["test_acc", "best_test_acc", "params", "dense_params", "flops", "dense_flops",
+                "filters_kept", "dense_filters", "epochs", "wall_time_s", "measure", "world_size"]:
+        assert key in summary, key
+    assert summary["filters_kept"] == pytest.approx(summary["dense_filters"] / 2, abs=4)
+    assert summary["params"] < summary["dense_params"] and summary["flops"] < summary["dense_flops"]
+    assert "prune.measure = 'snip'" in (out / "operative_config.gin").read_text()
+    events = [json.loads(line)["event"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("epoch") == 2 and events.count("prune") == 1
+    model = fp.load(out / "model.pt")
+    assert fp.pruning.count_params(model) == summary["params"]
+
+
+def test_finished_run_is_not_redone_and_other_config_is_refused(tmp_path):
+    first = quick(tmp_path)
+    again = quick(tmp_path)
+    assert again.already_finished and again.summary == first.summary
+    with pytest.raises(ConfigError, match="different config"):
+        quick(tmp_path, "train.lr = 0.01")
+    assert (first.out_dir / "model.pt").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    class Poison:
+        __name__ = "poison"
+
+        @fp.hookimpl
+        def after_step(self, run, step, loss):
+            if step == 2:
+                with torch.no_grad():
+                    next(run.model.parameters()).fill_(float("nan"))
+
+    pm = fp.make_manager(autoload=False, plugins=(Poison(),))
+    with pytest.raises(FpError, match="NaN or infinite"):
+        quick(tmp_path, manager=pm)
+    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 0 and ckpt["step"] == 0
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_exception_in_a_plugin_hook_names_the_plugin(tmp_path):
+    class Faulty:
+        __name__ = "faulty_logger"
+
+        @fp.hookimpl
+        def after_epoch(self, run, epoch, metrics):
+            raise KeyError("test_accuracy")
+
+    pm = fp.make_manager(autoload=False, plugins=(Faulty(),))
+    with pytest.raises(PluginError, match="faulty_logger.*after_epoch.*KeyError"):
+        quick(tmp_path, manager=pm)
