@@ -30,7 +30,9 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
              "filters": dense_stats["filters_kept"]}
     measure = regs["measures"].build(st.prune.measure)
     schedule = regs["schedules"].build(st.prune.schedule)
-    train_loader = dataset.loader("train", st.train.batch_size, shuffle=True, augment=True,
+    # train.batch_size is the global batch: each of the world_size ranks takes its share
+    per_rank = max(1, st.train.batch_size // world_size)
+    train_loader = dataset.loader("train", per_rank, shuffle=True, augment=True,
                                   device=device, seed=st.experiment.seed, rank=rank,
                                   world_size=world_size)
     test_loader = dataset.loader("test", st.train.test_batch_size, device=device, rank=rank,

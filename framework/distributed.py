@@ -56,3 +56,12 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def broadcast_buffers(model: torch.nn.Module, world_size: int) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics). DDP broadcasts them
+    before each forward, so after the last step of an epoch they differ; scoring and evaluation
+    use them and must see the same values on every rank."""
+    if world_size > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from fp import checkpoint, config, optim, pruning, rundir
+from fp.distributed import broadcast_buffers
 from fp.errors import ConfigError, Interrupted
 from fp.loop import EpochProgress, evaluate, train_epoch
 from fp.manager import Manager, make_manager
@@ -114,6 +115,7 @@ class Trainer:
             raise s.diverged(run)
         run.epoch += 1
         s.progress = EpochProgress()
+        broadcast_buffers(run.model, run.world_size)
         metrics.update(evaluate(run))
         metrics["lr"] = run.optimizer.param_groups[0]["lr"]
         return metrics

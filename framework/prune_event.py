@@ -7,6 +7,7 @@ import math
 import torch
 
 from fp import optim, pruning
+from fp.distributed import broadcast_buffers
 from fp.run import PruneEvent, Run
 from fp.schedule import PruneStep
 from fp.scoring import ScoreContext, score
@@ -29,6 +30,7 @@ def scoring_batches(run: Run, index: int) -> list[tuple[torch.Tensor, torch.Tens
 
 def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor) -> PruneEvent:
     prune = run.config["prune"]
+    broadcast_buffers(run.model, run.world_size)
     event = PruneEvent(index=index, step=run.step, epoch=run.epoch, target=planned.target,
                        granularity=prune["granularity"])
     temperature = prune["temperature"] or run.measure.temperature
