@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from fp import config, optim, pruning, rundir
-from fp.checkpoint import Setup, make_forward, resolve_device, seed_everything, structure_stats
+from fp.checkpoint import Setup, make_forward, resolve_device, seed_everything
 from fp.manager import Manager
 from fp.run import Run
 from fp.settings import Settings
@@ -24,10 +24,7 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
     if st.experiment.channels_last:
         model = model.to(memory_format=torch.channels_last)
     example_inputs = torch.zeros(1, dataset.in_channels, *dataset.image_size, device=device)
-    dense_stats = structure_stats(model, example_inputs,
-                                  {"params": 1, "flops": 1, "filters": 1})
-    dense = {"params": dense_stats["params"], "flops": dense_stats["flops"],
-             "filters": dense_stats["filters_kept"]}
+    dense = pruning.dense_stats(model, example_inputs)  # what targets are fractions of
     measure = regs["measures"].build(st.prune.measure)
     schedule = regs["schedules"].build(st.prune.schedule)
     # train.batch_size is the global batch: each of the world_size ranks takes its share

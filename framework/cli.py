@@ -66,11 +66,9 @@ def plugins_cmd() -> None:
     """List the loaded plugins with their distribution, version and hooks (and broken ones)."""
     from fp.manager import make_manager
 
-    table = Table("plugin", "distribution", "version", "hooks / error")
-    for info in make_manager().infos.values():
-        detail = f"[red]BROKEN: {info.error}[/red]" if info.error else ", ".join(info.hooks)
-        table.add_row(info.name, info.distribution, info.version, detail)
-    out.print(table)
+    rows = [(i.name, i.distribution, i.version, f"BROKEN: {i.error}" if i.error else ", ".join(i.hooks))
+            for i in make_manager().infos.values()]
+    _print_table(("plugin", "distribution", "version", "hooks / error"), rows)
 
 
 KINDS = ("measures", "architectures", "datasets", "schedules")
@@ -87,10 +85,23 @@ def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, archi
     registries = make_manager().registries
     for name in [kind] if kind else KINDS:
         reg = registries[name]
-        table = Table("name", "description", "provided by", title=name)
-        for entry in reg.names():
-            table.add_row(entry, reg.describe(entry), reg.providers[entry])
+        rows = [(entry, reg.describe(entry), reg.providers[entry]) for entry in reg.names()]
+        _print_table(("name", "description", "provided by"), rows, title=name)
+
+
+def _print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], title: str | None = None) -> None:
+    """A rich table on a terminal; one tab-separated line per row when piped (greppable, never
+    wrapped)."""
+    if out.is_terminal:
+        table = Table(*headers, title=title)
+        for row in rows:
+            table.add_row(*row)
         out.print(table)
+        return
+    if title:
+        print(f"# {title}")
+    for row in rows:
+        print("\t".join(row))
 
 
 @app.command("sweep")

@@ -1,0 +1,115 @@
+"""``fp bench``: how fast the framework's hot paths are. Every ratio is measured in one process
+against a bound or a plain-PyTorch baseline timed in the same run (warmed up, repetitions
+interleaved, medians), so a loaded machine slows both sides alike.
+
+Rows: ``train_loop``, ``augment``, ``score/<measure>`` for every registered measure,
+``prune_surgery`` and, on CUDA, ``amp_channels_last``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from rich.markup import escape
+from rich.table import Table
+
+from fp.bench.augment import augment_row
+from fp.bench.scoring import score_rows
+from fp.bench.surgery import prune_surgery_row
+from fp.bench.timing import skipped_row
+from fp.bench.training import AMP_TARGET, amp_row, train_loop_row
+from fp.checkpoint import resolve_device
+from fp.manager import Manager, make_manager
+from fp.pruning import build_model
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark is. Scoring follows the issue's reference measurement (ResNet-56,
+    CIFAR-shaped data, 5 batches of 128); ``QUICK`` shrinks everything to minutes on 2 cores."""
+
+    score_architecture: str = "resnet56"
+    score_batches: int = 5
+    batch_size: int = 128               # images per batch, everywhere
+    train_architecture: str = "resnet20"
+    train_batches: int = 8              # optimizer steps per timed epoch
+    augment_images: int = 10240
+    loader_workers: int = 2             # the per-image baseline's DataLoader workers
+    repeats: int = 3                    # timed pairs per row (after one warm-up pair)
+    classes: int = 10
+    image_shape: tuple[int, int, int] = (3, 32, 32)
+
+
+FULL = Sizes()
+QUICK = Sizes(score_architecture="resnet20", score_batches=2, train_batches=4,
+              augment_images=2560)
+
+
+def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = None,
+          manager: Manager | None = None,
+          on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> list[dict[str, Any]]:
+    """Run every benchmark and return one JSON-ready row each (see ``timing.make_row``).
+    ``sizes`` overrides ``FULL``/``QUICK``; ``on_row`` sees each row as soon as it is done."""
+    sizes = sizes or (QUICK if quick else FULL)
+    where = resolve_device(device)
+    manager = manager or make_manager()
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        on_row(row)
+
+    add(train_loop_row(manager, architecture=sizes.train_architecture,
+                       batches=sizes.train_batches, batch_size=sizes.batch_size,
+                       repeats=sizes.repeats, device=where))
+    add(augment_row(synthetic_data(manager, sizes, sizes.augment_images),
+                    batch_size=sizes.batch_size, workers=sizes.loader_workers,
+                    repeats=sizes.repeats, device=where))
+    model = build_model(sizes.score_architecture, num_classes=sizes.classes,
+                        in_channels=sizes.image_shape[0], manager=manager).to(where)
+    batches = scoring_batches(manager, sizes, where)
+    measures = [manager.registries["measures"].build(n)
+                for n in manager.registries["measures"].names()]
+    score_rows(model, batches, measures, repeats=sizes.repeats, device=where, on_row=add)
+    add(prune_surgery_row(model, batches[0], manager.registries["measures"].build("magnitude"),
+                          repeats=sizes.repeats, device=where))
+    if where.type == "cuda":
+        add(amp_row(manager, architecture=sizes.train_architecture, batches=sizes.train_batches,
+                    batch_size=sizes.batch_size, repeats=sizes.repeats, device=where))
+    else:
+        add(skipped_row("amp_channels_last", AMP_TARGET, baseline="fp32 training epoch",
+                        notes=f"skipped on {where.type}: bf16 autocast + channels_last is a "
+                              f"CUDA speed-up"))
+    return rows
+
+
+def synthetic_data(manager: Manager, sizes: Sizes, images: int):
+    return manager.registries["datasets"].build(
+        "synthetic", num_train=images, num_test=1, shape=sizes.image_shape,
+        num_classes=sizes.classes)
+
+
+def scoring_batches(manager: Manager, sizes: Sizes, device: torch.device):
+    """Normalised, un-augmented batches, already on the device (as a prune event draws them)."""
+    data = synthetic_data(manager, sizes, sizes.score_batches * sizes.batch_size)
+    return list(data.loader("train", sizes.batch_size, device=device))
+
+
+def format_rows(rows: list[dict[str, Any]]) -> Table:
+    """The rows as a rich table: a missed target in red, a skipped row dimmed."""
+    table = Table("benchmark", "ratio", "target", "ok", "measured s", "baseline s", "notes",
+                  title="fp bench (ratios measured side by side in one process; medians)")
+    for row in rows:
+        if row.get("skipped"):
+            table.add_row(row["name"], "-", row["target"], "[dim]skipped[/dim]", "-", "-",
+                          f"[dim]{escape(row['notes'])}[/dim]")
+            continue
+        verdict = "[green]yes[/green]" if row["ok"] else "[red]NO[/red]"
+        table.add_row(row["name"], f"{row['ratio']:.3f}x", row["target"], verdict,
+                      f"{row['measured_s']:.4f}", f"{row['baseline_s']:.4f}",
+                      escape(f"{row['notes']} (baseline: {row['baseline']})"))
+    return table
+
+
+__all__ = ["FULL", "QUICK", "Sizes", "bench", "format_rows"]

@@ -1,0 +1,97 @@
+"""Side-by-side timing: a measured task and its baseline in one process, both warmed up, then
+run in alternating order so that load from other processes hits both alike; medians summarise."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class Task:
+    """One repetition runs ``run(prepare())``; only ``run`` is timed (``prepare`` makes fresh
+    copies and the like)."""
+
+    run: Callable[[Any], Any]
+    prepare: Callable[[], Any] = lambda: None
+
+
+def as_task(work: Task | Callable[[], Any]) -> Task:
+    return work if isinstance(work, Task) else Task(lambda _: work())
+
+
+@dataclass
+class Timing:
+    """Seconds per repetition; ``measured[i]`` and ``baseline[i]`` ran back to back."""
+
+    measured: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+
+    def ratio(self, speedup: bool = False) -> float:
+        """Median over repetitions of measured/baseline time (baseline/measured for a speed-up):
+        a pair shares the machine's load of its moment, so their ratio cancels most of it."""
+        pairs = zip(self.measured, self.baseline)
+        return statistics.median(b / m if speedup else m / b for m, b in pairs)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so the clock stops after the work and not after its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(task: Task, device: torch.device) -> float:
+    state = task.prepare()
+    synchronize(device)
+    start = time.perf_counter()
+    task.run(state)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def compare(measured: Task | Callable[[], Any], baseline: Task | Callable[[], Any], *,
+            repeats: int, device: torch.device, warmup: int = 1) -> Timing:
+    """Warm both up (one-off costs: allocator, kernel selection, lazy imports), then time
+    ``repeats`` pairs, alternating which of the two goes first."""
+    measured, baseline = as_task(measured), as_task(baseline)
+    for _ in range(warmup):
+        seconds(baseline, device)
+        seconds(measured, device)
+    timing = Timing()
+    for rep in range(repeats):
+        pair = [(measured, timing.measured), (baseline, timing.baseline)]
+        for task, times in (pair if rep % 2 else pair[::-1]):
+            times.append(seconds(task, device))
+    return timing
+
+
+def meets(ratio: float, target: str) -> bool:
+    """``target`` is "<= x" or ">= x"."""
+    op, bound = target.split()
+    return ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+
+
+def make_row(name: str, timing: Timing, target: str, *, baseline: str, speedup: bool = False,
+             notes: str = "") -> dict[str, Any]:
+    """One benchmark result as plain JSON data. ``ratio`` is measured/baseline time, or
+    baseline/measured (a speed-up, ``ratio_is`` says which); times are medians in seconds."""
+    ratio = timing.ratio(speedup)
+    return {
+        "name": name, "ratio": round(ratio, 4), "target": target, "ok": meets(ratio, target),
+        "ratio_is": "baseline/measured time" if speedup else "measured/baseline time",
+        "measured_s": round(statistics.median(timing.measured), 6),
+        "baseline_s": round(statistics.median(timing.baseline), 6),
+        "baseline": baseline, "notes": notes,
+        "runs_s": {"measured": [round(t, 6) for t in timing.measured],
+                   "baseline": [round(t, 6) for t in timing.baseline]},
+    }
+
+
+def skipped_row(name: str, target: str, *, baseline: str, notes: str) -> dict[str, Any]:
+    """A row that does not apply on this device: kept in the output, so its absence is explained."""
+    return {"name": name, "ratio": None, "target": target, "ok": True, "skipped": True,
+            "ratio_is": None, "measured_s": None, "baseline_s": None, "baseline": baseline,
+            "notes": notes, "runs_s": {"measured": [], "baseline": []}}

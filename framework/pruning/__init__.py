@@ -1,0 +1,22 @@
+"""Pruning: channel groups traced by torch-pruning, global ranking, physical surgery, weight
+masks, model statistics and saving models as plain data.
+
+Filter granularity: ``prune_filters`` = ``channel_groups`` -> ``select_channels`` ->
+``prune_channels``. Weight granularity: ``weight_masks`` then ``apply_masks`` after every step.
+"""
+from fp.pruning.api import prune
+from fp.pruning.arch import build_model
+from fp.pruning.filters import prune_filters
+from fp.pruning.groups import ChannelGroup, channel_groups
+from fp.pruning.masks import apply_masks, sparsity, weight_masks
+from fp.pruning.select import TARGET_TYPES, select_channels
+from fp.pruning.serialize import load, model_from_state, model_state, save
+from fp.pruning.stats import (count_flops, count_params, dense_stats, filter_widths,
+                              prunable_filters)
+from fp.pruning.surgery import PruneResult, prune_channels
+
+__all__ = ["ChannelGroup", "PruneResult", "TARGET_TYPES", "apply_masks", "build_model",
+           "channel_groups", "count_flops", "count_params", "dense_stats", "filter_widths",
+           "load", "model_from_state", "model_state", "prunable_filters", "prune",
+           "prune_channels", "prune_filters", "save", "select_channels", "sparsity",
+           "weight_masks"]

@@ -1,0 +1,66 @@
+"""Architectures as data: a model built by fp carries its registry name and constructor arguments
+(``model.fp_arch = {"name": ..., "kwargs": {...}}``), so a saved model is rebuilt from the
+registry rather than from pickled code.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gin
+import torch
+from torch import nn
+
+from fp.errors import CheckpointError
+
+PLAIN_SCALARS = (bool, int, float, str, type(None))
+
+
+def build_model(name: str, *, manager=None, **kwargs: Any) -> nn.Module:
+    """Build the registered architecture ``name`` (through gin, so bindings apply) and record how
+    in ``model.fp_arch``; gin-bound constructor arguments are recorded too. ``manager``: the
+    plugin manager whose registry to use (a fresh one by default)."""
+    if manager is None:
+        from fp.manager import make_manager
+
+        manager = make_manager()
+    model = manager.registries["architectures"].build(name, **kwargs)
+    model.fp_arch = {"name": name, "kwargs": {**gin_bound_arguments(name), **kwargs}}
+    return model
+
+
+def gin_bound_arguments(name: str) -> dict[str, Any]:
+    """Constructor arguments gin binds for architecture ``name`` (``resnet56.width = 32``)."""
+    try:
+        bound = gin.get_bindings(f"architectures.{name}")
+    except (ValueError, KeyError):  # never configured: nothing bound
+        return {}
+    return {key: value for key, value in bound.items() if is_plain(value, tensors=False)}
+
+
+def arch_of(model: nn.Module) -> dict[str, Any]:
+    """``model.fp_arch`` checked to be plain data; a clear error when it is missing."""
+    arch = getattr(model, "fp_arch", None)
+    cls = type(model).__name__
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise CheckpointError(f"{cls} has no fp_arch record, so it cannot be saved as data; build "
+                              f"it with fp.pruning.build_model(name, ...) or set model.fp_arch = "
+                              f"{{'name': <registered architecture>, 'kwargs': {{...}}}}.")
+    kwargs = dict(arch.get("kwargs") or {})
+    if not is_plain(kwargs, tensors=False):
+        raise CheckpointError(f"the constructor arguments of {cls} ({kwargs!r}) are not plain data "
+                              f"(numbers, strings, lists, tuples, dicts), so they cannot be saved.")
+    return {"name": arch["name"], "kwargs": kwargs}
+
+
+def is_plain(value: Any, *, tensors: bool = True) -> bool:
+    """True if ``torch.load(weights_only=True)`` reads ``value`` back unchanged: numbers, strings,
+    None, tensors (when allowed) and lists, tuples and str-keyed dicts of those."""
+    if isinstance(value, PLAIN_SCALARS):
+        return True
+    if isinstance(value, torch.Tensor):
+        return tensors and not isinstance(value, nn.Parameter)
+    if type(value) in (list, tuple):
+        return all(is_plain(v, tensors=tensors) for v in value)
+    if type(value) is dict:
+        return all(isinstance(k, str) and is_plain(v, tensors=tensors) for k, v in value.items())
+    return False

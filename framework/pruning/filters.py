@@ -1,0 +1,131 @@
+"""One filter-granularity prune event: filter scores in, a physically smaller model out.
+
+``target`` is cumulative: the fraction of the DENSE model's filters (or parameters, or FLOPs)
+removed once the event is done, so a schedule of events 0.3, 0.5, 0.7 ends at 0.7.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from fp.errors import ConfigError, PruningError
+from fp.pruning.costs import slot_costs
+from fp.pruning.groups import channel_groups
+from fp.pruning.select import (DEFAULT_MAX_FRACTION, check_fraction, check_target, select_channels,
+                               selection_saving)
+from fp.pruning.stats import count_flops, count_params, filter_widths, prunable_filters
+from fp.pruning.surgery import PruneResult, check_surgery, prune_channels
+
+#: parameter and FLOP savings are estimated, so the event re-measures and tops up at most this often
+MAX_ROUNDS = 8
+#: how far short of its target (a fraction of the dense model) an event may end when the
+#: per-layer cap leaves nothing more to remove, before that is an error
+TOLERANCE = 0.01
+
+#: target type -> how much of it ``model`` has now
+AMOUNT: dict[str, Callable[[nn.Module, Tensor], float]] = {
+    "filters": lambda model, inputs: prunable_filters(model),
+    "params": lambda model, inputs: count_params(model),
+    "flops": count_flops,
+}
+
+
+def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: float, *,
+                  example_inputs: Tensor, dense: dict[str, Any], target_type: str = "filters",
+                  max_fraction: float = DEFAULT_MAX_FRACTION, protected: Iterable[str] = (),
+                  carry: dict[str, Tensor] | None = None) -> PruneResult:
+    """Remove the lowest-scored channels (global ranking) until ``target`` of ``dense`` is gone.
+
+    ``dense`` holds the dense model's ``params``, ``flops``, ``filters`` and, ideally, its
+    ``widths`` (weight name -> out-channels; see ``stats.dense_stats``) that anchor the per-layer
+    cap. Without them the widths the model has at its first prune event count as dense (kept in
+    ``model.fp_dense_widths``).
+    """
+    dense_total = checked_total(dense, target, target_type, max_fraction)
+    dense_widths = dense_widths_of(model, dense)
+    result = PruneResult(widths_before=filter_widths(model), carried=dict(carry or {}))
+    alive = {name: torch.arange(width) for name, width in result.widths_before.items()}
+    scores = dict(filter_scores)
+    for _ in range(MAX_ROUNDS):
+        need = still_needed(model, example_inputs, target, target_type, dense_total)
+        if need <= 0:
+            break
+        check_surgery(model, example_inputs, protected)  # once per model, on a copy
+        groups = channel_groups(model, example_inputs, protected=protected)
+        costs = slot_costs(groups, target_type, model, example_inputs)
+        selection = select_channels(groups, scores, need, costs, dense_widths=dense_widths,
+                                    max_fraction=max_fraction)
+        saving = selection_saving(selection, groups, costs)
+        if saving < need - TOLERANCE * dense_total:
+            raise unreachable(target, target_type, max_fraction,
+                              target - (need - saving) / dense_total)
+        if not selection:
+            break
+        step = prune_channels(model, groups, selection, carry=result.carried)
+        result.carried = step.carried
+        record_removed(result.removed, alive, step.removed)
+        scores = without_removed(scores, step.removed)
+        if target_type == "filters":
+            break  # filter savings are exact: one round hits the target
+    result.widths_after = filter_widths(model)
+    result.removed = {name: idx.sort().values for name, idx in result.removed.items()}
+    return result
+
+
+def checked_total(dense: dict[str, Any], target: float, target_type: str,
+                  max_fraction: float) -> float:
+    """The dense model's amount of ``target_type``, once the arguments are known to be sound."""
+    check_target(target, target_type)
+    check_fraction(max_fraction)
+    if target_type not in dense:
+        raise ConfigError(f"the dense model's statistics lack {target_type!r}; pass "
+                          f"dense=fp.pruning.dense_stats(model, example_inputs).")
+    return float(dense[target_type])
+
+
+def still_needed(model: nn.Module, example_inputs: Tensor, target: float, target_type: str,
+                 dense_total: float) -> float:
+    """How much more must go: the target amount minus what earlier events removed."""
+    removed = dense_total - AMOUNT[target_type](model, example_inputs)
+    goal = target * dense_total
+    if target_type == "filters":  # whole filters: round(target * dense_filters)
+        goal = math.floor(goal + 0.5)
+    return goal - removed
+
+
+def dense_widths_of(model: nn.Module, dense: dict[str, Any]) -> dict[str, int]:
+    widths = dense.get("widths") or getattr(model, "fp_dense_widths", None)
+    if widths is None:
+        widths = filter_widths(model)
+        model.fp_dense_widths = widths
+    return widths
+
+
+def unreachable(target: float, target_type: str, max_fraction: float,
+                reachable: float) -> PruningError:
+    return PruningError(f"a target of {target:g} of the dense model's {target_type} cannot be "
+                        f"reached: the per-layer cap max_fraction={max_fraction:g} and the "
+                        f"protected layers allow about {max(reachable, 0.0):.3f}.")
+
+
+def record_removed(removed: dict[str, Tensor], alive: dict[str, Tensor],
+                   step: dict[str, Tensor]) -> None:
+    """Translate a round's indices (current widths) into the event's (widths before it)."""
+    for name, indices in step.items():
+        original = alive[name][indices]
+        removed[name] = torch.cat([removed[name], original]) if name in removed else original
+        alive[name] = alive[name][kept(len(alive[name]), indices)]
+
+
+def without_removed(scores: dict[str, Tensor], step: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: s[kept(len(s), step[name]).to(s.device)] if name in step else s
+            for name, s in scores.items()}
+
+
+def kept(width: int, removed: Tensor) -> Tensor:
+    mask = torch.ones(width, dtype=torch.bool)
+    mask[removed] = False
+    return mask

@@ -1,0 +1,87 @@
+"""Model size statistics: parameters, FLOPs and prunable filters (DESIGN.md, summary.json).
+
+A *prunable weight* is the weight of a conv (1-3d) or linear layer; its *filters* are its output
+channels (dim 0). FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts for one
+forward pass of a single example (a multiply-add counts 2; norms and activations count 0).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+#: the layers whose weights are scored and whose output channels (filters) are pruned
+PRUNABLE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(weight parameter name, layer) for every prunable layer, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_LAYERS) and isinstance(module.weight, torch.Tensor):
+            yield (f"{name}.weight" if name else "weight"), module
+
+
+def filter_widths(model: nn.Module) -> dict[str, int]:
+    """Prunable weight name -> its number of output channels (filters)."""
+    return {name: int(layer.weight.shape[0]) for name, layer in prunable_layers(model)}
+
+
+def prunable_filters(model: nn.Module) -> int:
+    """Total output channels of the prunable weights: the paper's filter count."""
+    return sum(filter_widths(model).values())
+
+
+def count_params(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> int:
+    """Number of parameters; with weight ``masks`` (True = kept) masked entries do not count."""
+    total = sum(p.numel() for p in model.parameters())
+    if masks:
+        total -= sum(int((~mask.bool()).sum()) for mask in masks.values())
+    return total
+
+
+def count_flops(model: nn.Module, example_inputs: torch.Tensor) -> int:
+    """FLOPs of one forward pass of the first example of ``example_inputs`` (eval mode)."""
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), torch.no_grad(), counter:
+        model(first_example(example_inputs))
+    return int(counter.get_total_flops())
+
+
+def layer_flops(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, int]:
+    """Module name -> FLOPs counted inside it (children included) for one example."""
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), torch.no_grad(), counter:
+        model(first_example(example_inputs))
+    prefix = type(model).__name__
+    flops = {}
+    for key, by_op in counter.get_flop_counts().items():
+        if key == prefix or key.startswith(prefix + "."):
+            flops[key[len(prefix) + 1:]] = int(sum(by_op.values()))
+    return flops
+
+
+def dense_stats(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, Any]:
+    """What pruning targets are fractions of: params, flops, filters and per-weight ``widths``."""
+    widths = filter_widths(model)
+    return {"params": count_params(model), "flops": count_flops(model, example_inputs),
+            "filters": sum(widths.values()), "widths": widths}
+
+
+def first_example(example_inputs: torch.Tensor) -> torch.Tensor:
+    """Batch of one: FLOPs are reported per example."""
+    return example_inputs[:1]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; every module's own train/eval flag is restored afterwards."""
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags.items():
+            module.training = training
