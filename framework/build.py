@@ -17,6 +17,8 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
     st = settings
     seed_everything(st.experiment.seed)
     device = resolve_device(st.experiment.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     regs = manager.registries
     dataset = regs["datasets"].build(st.data.dataset)
     model = pruning.build_model(st.model.architecture, num_classes=dataset.num_classes,

@@ -120,3 +120,16 @@ def test_exception_in_a_plugin_hook_names_the_plugin(tmp_path):
     pm = fp.make_manager(autoload=False, plugins=(Faulty(),))
     with pytest.raises(PluginError, match="faulty_logger.*after_epoch.*KeyError"):
         quick(tmp_path, manager=pm)
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
+    outcome = quick(tmp_path, "experiment.amp = True", "experiment.channels_last = True",
+                    "train.batch_size = 32")
+    assert outcome.summary["test_acc"] > 0.4  # it learns, in bf16, after surgery on channels_last
+    assert outcome.summary["filters_kept"] < outcome.summary["dense_filters"]
+
+
+@pytest.mark.slow
+def test_torch_compile_flag_trains(tmp_path):
+    outcome = quick(tmp_path, "experiment.compile = True", "train.epochs = 1", "prune.rounds = 1")
+    assert outcome.summary["epochs"] == 1 and outcome.summary["test_acc"] > 0.2
