@@ -14,11 +14,13 @@ from fp.scoring import ScoreContext, score
 from fp.settings import Train
 
 
-def scoring_batches(run: Run, index: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def scoring_batches(run: Run, index: int, needs_data: bool | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``prune.samples`` training examples (fewer if the split is smaller), in batches of
-    ``prune.batch_size``, drawn afresh for each event but reproducibly (seeded by the event)."""
+    ``prune.batch_size``, drawn afresh for each event but reproducibly (seeded by the event).
+    A data-free measure (``needs_data`` False, by default the run's measure's) gets one example,
+    for the input shape."""
     prune = run.config["prune"]
-    if not run.measure.needs_data:
+    if not (run.measure.needs_data if needs_data is None else needs_data):
         loader = run.dataset.loader("train", 1, device=run.device)
         return [next(iter(loader))]
     loader = run.dataset.loader("train", prune["batch_size"], shuffle=True, device=run.device,
