@@ -14,8 +14,8 @@ from fp.errors import FpError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="flowprune: pruning experiments declared in gin, measures as plugins.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # never break long paths across lines
+err = Console(stderr=True, soft_wrap=True)
 DEBUG = {"on": False}
 
 

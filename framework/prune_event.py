@@ -79,6 +79,7 @@ def _mask_weights(run: Run, event: PruneEvent, rewind: bool) -> None:
             for name, p in run.model.named_parameters():
                 p.copy_(run.state["rewind"][name].to(p.device))
         run.optimizer = optim.make_optimizer(run.model, Train(**run.config["train"]))
-        run.state["cycle_start"] = run.epoch
+        # the LR schedule restarts with the first epoch after this event (events fall at epoch ends)
+        run.state["cycle_start"] = -(-run.step // len(run.train_loader))
     pruning.apply_masks(run.model, run.masks, run.optimizer)
     event.sparsity = pruning.sparsity(run.model, run.masks)

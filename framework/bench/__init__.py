@@ -7,6 +7,7 @@ Rows: ``train_loop``, ``augment``, ``score/<measure>`` for every registered meas
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -57,8 +58,8 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
     rows: list[dict[str, Any]] = []
 
     def add(row: dict[str, Any]) -> None:
-        rows.append(row)
-        on_row(row)
+        rows.append(dict(row, **machine_state()))
+        on_row(rows[-1])
 
     add(train_loop_row(manager, architecture=sizes.train_architecture,
                        batches=sizes.train_batches, batch_size=sizes.batch_size,
@@ -82,6 +83,13 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
                         notes=f"skipped on {where.type}: bf16 autocast + channels_last is a "
                               f"CUDA speed-up"))
     return rows
+
+
+def machine_state() -> dict[str, Any]:
+    """What else shaped the timings: torch's CPU threads and the 1-minute load average (on 2
+    cores, a load above 2 means other processes took turns with both sides of every ratio)."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"threads": torch.get_num_threads(), "load_1min": load}
 
 
 def synthetic_data(manager: Manager, sizes: Sizes, images: int):

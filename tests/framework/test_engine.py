@@ -133,3 +133,24 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
 def test_torch_compile_flag_trains(tmp_path):
     outcome = quick(tmp_path, "experiment.compile = True", "train.epochs = 1", "prune.rounds = 1")
     assert outcome.summary["epochs"] == 1 and outcome.summary["test_acc"] > 0.2
+
+
+def test_weight_granularity_keeps_masked_weights_zero(tmp_path):
+    outcome = quick(tmp_path, "prune.granularity = 'weight'", "prune.measure = 'magnitude'")
+    s = outcome.summary
+    assert s["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert s["params"] == s["dense_params"]  # masks, not surgery
+    weights = [p for p in outcome.model.parameters() if p.dim() > 1]  # conv and linear weights
+    zeros = sum(int((p == 0).sum()) for p in weights)
+    assert zeros / sum(p.numel() for p in weights) == pytest.approx(0.5, abs=0.02)
+
+
+def test_iterative_magnitude_pruning_rewinds_and_retrains(tmp_path):
+    outcome = quick(tmp_path, "prune.granularity = 'weight'", "prune.measure = 'magnitude'",
+                    "prune.schedule = 'imp'", "train.epochs = 1", "prune.rounds = 2")
+    s = outcome.summary
+    assert s["epochs"] == 3 and s["prune_events"] == 2  # 2 cycles of 1 epoch, then the final one
+    assert s["sparsity"] == pytest.approx(0.5, abs=0.01)
+    records = [json.loads(line) for line in (outcome.out_dir / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["event"] == "epoch"]
+    assert lrs[0] == lrs[1] == lrs[2]  # the LR schedule restarts with each rewound cycle

@@ -1,0 +1,126 @@
+"""``fp bench``: the rows' structure on a tiny configuration. A benchmark measures speed; these
+tests never look at how fast anything was."""
+import json
+import math
+
+import pytest
+import torch
+from rich.console import Console
+
+import fp
+from fp.bench import Sizes, bench, format_rows
+from fp.bench.scoring import INFORMATIONAL, TARGETS, score_rows
+from fp.bench.timing import Task, Timing, compare, make_row, meets
+from fp.bench.training import amp_row
+from fp.errors import FpError
+
+TINY = Sizes(score_architecture="small_cnn", score_batches=1, batch_size=8,
+             train_architecture="small_cnn", train_batches=2, augment_images=32, loader_workers=2,
+             repeats=2, image_shape=(3, 8, 8))
+KEYS = {"name", "ratio", "target", "ok", "ratio_is", "measured_s", "baseline_s", "baseline",
+        "notes", "runs_s"}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return bench(sizes=TINY, manager=fp.make_manager(autoload=False))
+
+
+def test_rows_cover_every_benchmark_and_every_registered_measure(rows):
+    measures = fp.make_manager(autoload=False).registries["measures"].names()
+    assert [r["name"] for r in rows] == (["train_loop", "augment"]
+                                         + [f"score/{m}" for m in measures]
+                                         + ["prune_surgery", "amp_channels_last"])
+    assert set(TARGETS) <= set(measures)  # every target names a real measure
+
+
+def test_every_row_is_plain_json_with_a_verdict_that_matches_its_ratio(rows):
+    assert json.loads(json.dumps(rows)) == rows
+    for row in rows:
+        assert KEYS <= set(row), row["name"]
+        if row.get("skipped"):
+            continue
+        assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+        assert row["ok"] == meets(row["ratio"], row["target"])
+        assert len(row["runs_s"]["measured"]) == len(row["runs_s"]["baseline"]) == TINY.repeats
+        assert row["measured_s"] > 0 and row["baseline_s"] > 0
+
+
+def test_score_rows_carry_the_issue_targets_and_name_the_hvp_method(rows):
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["score/snip"]["target"] == "<= 1.05"
+    assert by_name["score/grasp"]["target"] == "<= 3.0"
+    assert by_name["score/synflow"]["target"] == "<= 0.05"
+    assert "hvp " in by_name["score/grasp"]["notes"]
+    assert "hvp " not in by_name["score/snip"]["notes"]
+
+
+def test_speedup_rows_say_so_and_gpu_only_rows_are_skipped_on_cpu(rows):
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["augment"]["ratio_is"] == "baseline/measured time"
+    assert by_name["train_loop"]["ratio_is"] == "measured/baseline time"
+    amp = by_name["amp_channels_last"]
+    assert amp["skipped"] and amp["ratio"] is None and "cpu" in amp["notes"]
+
+
+def test_format_rows_shows_each_row_and_marks_misses(rows):
+    missed = dict(rows[0], ok=False, name="missed_row")
+    table = format_rows(rows + [missed])
+    assert table.row_count == len(rows) + 1
+    console = Console(record=True, width=250)
+    console.print(table)
+    text = console.export_text()
+    assert "score/grasp" in text and "skipped" in text and "NO" in text
+
+
+def test_a_third_party_measure_gets_an_informational_row():
+    class Cubic(fp.Measure):
+        name = "cubic_bench_test"
+
+        def __call__(self, ctx):
+            return {n: w.detach().abs() ** 3 for n, w in ctx.weights.items()}
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 10))
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))]
+    (row,) = score_rows(model, batches, [Cubic()], repeats=1, device=torch.device("cpu"))
+    assert row["name"] == "score/cubic_bench_test"
+    assert row["target"] == INFORMATIONAL and row["ok"]
+
+
+def test_amp_row_runs_on_any_device_as_a_speedup():
+    row = amp_row(fp.make_manager(autoload=False), architecture="small_cnn", batches=1,
+                  batch_size=4, repeats=1, device=torch.device("cpu"))
+    assert row["name"] == "amp_channels_last" and row["ratio"] > 0
+    assert row["ratio_is"] == "baseline/measured time"
+
+
+def test_compare_warms_up_then_alternates_and_keeps_prepare_untimed():
+    calls = []
+    measured = Task(prepare=lambda: calls.append("prepare") or "fresh",
+                    run=lambda state: calls.append(f"measured:{state}"))
+    timing = compare(measured, lambda: calls.append("baseline"), repeats=3,
+                     device=torch.device("cpu"))
+    runs = [c for c in calls if c != "prepare"]
+    assert runs == ["baseline", "measured:fresh",            # warm-up
+                    "baseline", "measured:fresh",            # pair 1
+                    "measured:fresh", "baseline",            # pair 2
+                    "baseline", "measured:fresh"]            # pair 3
+    assert calls.count("prepare") == 4
+    assert len(timing.measured) == len(timing.baseline) == 3
+
+
+def test_ratio_is_the_median_of_paired_ratios():
+    timing = Timing(measured=[2.0, 3.0, 10.0], baseline=[1.0, 1.0, 1.0])
+    assert timing.ratio() == 3.0
+    assert timing.ratio(speedup=True) == pytest.approx(1 / 3)
+    row = make_row("x", timing, "<= 2.5", baseline="b")
+    assert row["ratio"] == 3.0 and not row["ok"] and row["measured_s"] == 3.0
+    assert meets(6.0, ">= 5") and not meets(4.0, ">= 5") and meets(1e9, INFORMATIONAL)
+
+
+def test_a_cuda_bench_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(FpError, match="CUDA is not available"):
+        bench(device="cuda", sizes=TINY, manager=fp.make_manager(autoload=False))
