@@ -158,6 +158,25 @@ def eval_cmd(
         out.print(format_eval(result))
 
 
+@app.command("bench")
+def bench_cmd(
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes: a few minutes on 2 CPU cores.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Benchmark the hot paths as ratios against bounds measured in the same run."""
+    import json
+
+    from fp.bench import bench, format_rows
+
+    progress = (lambda row: None) if as_json else (lambda row: err.print(f"done: {row['name']}"))
+    rows = bench(quick=quick, device=device, on_row=progress)
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        out.print(format_rows(rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
