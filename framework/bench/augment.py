@@ -53,16 +53,17 @@ def augment_row(dataset: InMemoryDataset, *, batch_size: int, workers: int, repe
 
     def fp_epoch() -> None:
         fast.set_epoch(next(epochs))  # fresh crops and flips, as in training
-        for x, y in fast:
+        for _ in fast:  # the loader's work happens as batches are drawn
             pass
 
     def per_image_epoch() -> None:
-        for x, y in slow:
+        for x, y in slow:  # delivered where fp's batches already are
             x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     timing = compare(fp_epoch, per_image_epoch, repeats=repeats, device=device)
+    shape = tuple(dataset.splits["train"].images.shape[1:])
     return make_row("augment", timing, TARGET, speedup=True,
                     baseline=f"per-image PIL + torchvision transforms, DataLoader with "
                              f"{workers} workers",
-                    notes=f"{len(dataset)} images of {tuple(dataset.splits['train'].images.shape[1:])}"
-                          f" per epoch, batch {batch_size}; ratio = images/s over the baseline's")
+                    notes=f"{len(dataset)} images of {shape} per epoch, batch {batch_size}; "
+                          f"ratio = images/s over the baseline's")
