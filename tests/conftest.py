@@ -20,3 +20,12 @@ def manager():
     import fp
 
     return fp.make_manager(autoload=False)
+
+
+@pytest.fixture
+def bind():
+    """Add gin bindings inside a test (the config is cleared after each test)."""
+    def parse(*bindings):
+        with gin.unlock_config():
+            gin.parse_config(list(bindings))
+    return parse

@@ -2,7 +2,6 @@ import copy
 from pathlib import Path
 from types import SimpleNamespace
 
-import gin
 import numpy as np
 import pytest
 import torch
@@ -21,14 +20,6 @@ from fp.scoring import ScoreContext, prunable_weights
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin"
 TRAIN_T = 2.0  # the training temperature of the fake runs
-
-
-@pytest.fixture
-def bind():
-    def parse(*bindings):
-        with gin.unlock_config():
-            gin.parse_config(list(bindings))
-    return parse
 
 
 def tiny_cnn():

@@ -1,7 +1,6 @@
 from pathlib import Path
 from types import SimpleNamespace
 
-import gin
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import (DEFAULT_SIZE_GUIDANCE,
@@ -24,14 +23,6 @@ CONFIG = {
 EPOCH_METRICS = {"train_loss": 1.5, "train_acc": 0.4, "lr": 0.05, "test_loss": 1.2, "test_acc": 0.6,
                  "best_test_acc": 0.6, "params": 1000, "flops": 5000, "filters_kept": 30,
                  "params_frac": 0.5, "flops_frac": 0.25, "filters_kept_frac": 0.75}
-
-
-@pytest.fixture
-def bind():
-    def parse(*bindings):
-        with gin.unlock_config():
-            gin.parse_config(list(bindings))
-    return parse
 
 
 def fake_run(out_dir, manager, *, step=0, resumed=False, rank=0):

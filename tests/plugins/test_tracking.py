@@ -1,6 +1,5 @@
 from types import SimpleNamespace
 
-import gin
 import pytest
 import torch
 
@@ -16,15 +15,6 @@ class L2Measure(fp.Measure):
 
     def reduce(self, weight_scores):
         return weight_scores.flatten(1).norm(dim=1)
-
-
-@pytest.fixture
-def bind():
-    def parse(*bindings):
-        with gin.unlock_config():
-            gin.parse_config(list(bindings))
-    yield parse
-    gin.clear_config()
 
 
 def make_run(measure=None, resumed=False):
