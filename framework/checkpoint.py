@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -14,7 +13,6 @@ import torch
 from fp import config, optim, pruning, rundir
 from fp.errors import FpError
 from fp.loop import EpochProgress
-from fp.manager import Manager
 from fp.run import Run
 from fp.schedule import PruneStep
 from fp.settings import Settings
@@ -180,8 +178,3 @@ def make_summary(s: Setup, run: Run, elapsed: float) -> dict[str, Any]:
         "device": str(run.device), "name": st.experiment.name,
     }
 
-
-def build(settings: Settings, manager: Manager, out_dir: Path, rank: int = 0, world_size: int = 1) -> Setup:
-    from fp.build import build_setup
-
-    return build_setup(settings, manager, out_dir, rank, world_size)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from fp import checkpoint, config, optim, pruning, rundir
+from fp.build import build_setup
 from fp.distributed import broadcast_buffers
 from fp.errors import ConfigError, Interrupted
 from fp.loop import EpochProgress, evaluate, train_epoch
@@ -18,7 +19,6 @@ from fp.manager import Manager, make_manager
 from fp.prune_event import prune_now
 from fp.run import Run
 from fp.schedule import PruneStep
-from fp.settings import Settings
 from fp.progress import Progress
 
 
@@ -47,7 +47,7 @@ def run(files: Sequence[str], bindings: Sequence[str] = (), *, out: str | Path |
     check_out_dir(out_dir, config.config_text(), force)
     if (out_dir / "summary.json").exists() and not force:
         return Outcome(out_dir, rundir_summary(out_dir), already_finished=True)
-    setup = checkpoint.build(settings, manager, out_dir, rank, world_size)
+    setup = build_setup(settings, manager, out_dir, rank, world_size)
     return Trainer(setup, quiet=quiet).fit()
 
 
