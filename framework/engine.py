@@ -16,7 +16,7 @@ from fp.distributed import broadcast_buffers
 from fp.errors import ConfigError, Interrupted
 from fp.loop import EpochProgress, evaluate, train_epoch
 from fp.manager import Manager, make_manager
-from fp.prune_event import prune_now
+from fp.prune_event import hvp_record, prune_now
 from fp.run import Run
 from fp.schedule import PruneStep
 from fp.progress import Progress
@@ -152,6 +152,7 @@ class Trainer:
         record.update(event="prune", index=event.index, step=run.step, epoch=run.epoch,
                       target=event.target, sparsity=event.sparsity,
                       widths=event.widths_after or None, widths_before=event.widths_before or None)
+        record.update(hvp_record(event))
         run.log(record)
         s.after_surgery(run)
 

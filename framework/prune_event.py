@@ -30,6 +30,16 @@ def scoring_batches(run: Run, index: int, needs_data: bool | None = None) -> lis
     return list(itertools.islice(loader, per_rank))
 
 
+#: what ScoreContext.info says about a prune event's Hessian-gradient products, for its record
+HVP_INFO = ("hvp_method", "hvp_kept", "hvp_probe", "hvp_seconds", "hvp_fallback_reason")
+
+
+def hvp_record(event: PruneEvent) -> dict:
+    """How the event's Hg was computed (method, graphs kept, probe timings); {} without Hg."""
+    info = event.ctx.info if event.ctx is not None else {}
+    return {key: info[key] for key in HVP_INFO if key in info}
+
+
 def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor) -> PruneEvent:
     prune = run.config["prune"]
     broadcast_buffers(run.model, run.world_size)
@@ -37,7 +47,8 @@ def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Te
                        granularity=prune["granularity"])
     temperature = prune["temperature"] or run.measure.temperature
     event.ctx = ScoreContext(run.model, scoring_batches(run, index), temperature=temperature,
-                             device=run.device)
+                             device=run.device, hvp_method=prune["hvp_method"],
+                             hvp_memory_gb=prune["hvp_memory_gb"])
     run.manager.call("before_prune", run=run, event=event)
     scores = score(None, run.measure, None, granularity=event.granularity,
                    temperature=temperature, ctx=event.ctx)

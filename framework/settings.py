@@ -8,6 +8,9 @@ import gin
 
 from fp.errors import ConfigError
 
+#: how Hessian-gradient products are computed (fp.scoring.hvp); "auto" measures both
+HVP_METHODS = ("auto", "double_backward", "forward_over_reverse")
+
 
 @dataclass
 class Train:
@@ -50,8 +53,14 @@ class Prune:
     max_fraction: float = 0.95            # never remove more than this fraction of one layer
     protected: tuple = ()                 # module-name prefixes never pruned (classifier always is)
     preserve_momentum: bool = False       # keep SGD momentum of surviving channels after surgery
+    hvp_method: str = "auto"              # Hg by "double_backward" | "forward_over_reverse" | "auto"
+    hvp_memory_gb: float | None = None    # cap on kept first-order graphs; None: half of free memory
 
     def validate(self) -> None:
+        _check(self.hvp_method in HVP_METHODS,
+               f"prune.hvp_method = {self.hvp_method!r} must be one of {', '.join(HVP_METHODS)}.")
+        _check(self.hvp_memory_gb is None or self.hvp_memory_gb >= 0,
+               f"prune.hvp_memory_gb = {self.hvp_memory_gb} must be at least 0 (or None).")
         _check(0.0 <= self.target < 1.0, f"prune.target = {self.target} must be in [0, 1).")
         _check(self.rounds >= 1, f"prune.rounds = {self.rounds} must be at least 1.")
         _check(self.granularity in {"filter", "weight"},

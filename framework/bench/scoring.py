@@ -56,10 +56,13 @@ def score_row(model: nn.Module, measure, batches: Batches, *, repeats: int,
 
 
 def hvp_note(info: dict[str, Any]) -> str:
+    """Which HVP method ran, how many first-order graphs it kept, and what the probe measured
+    each method to add to the gradient pass per batch."""
     if "hvp_method" not in info:
         return ""
-    probe = ", ".join(f"{name} {s:.3f} s" for name, s in info.get("hvp_seconds", {}).items())
-    return f"; hvp {info['hvp_method']}" + (f" (probe on batch 1: {probe})" if probe else "")
+    note = f"; hvp {info['hvp_method']}, graphs kept {info.get('hvp_kept', '-')}"
+    costs = ", ".join(f"{name} +{s:.3f} s" for name, s in info.get("hvp_seconds", {}).items())
+    return note + (f" (probe, per batch: {costs})" if costs else "")
 
 
 def score_rows(model: nn.Module, batches: Batches, measures: list, *, repeats: int,

@@ -10,11 +10,11 @@ from torch import Tensor, nn
 
 from fp.errors import ConfigError, DataError
 from fp.measure import Measure
-from fp.scoring import statistics, topology
+from fp.scoring import hvp, statistics, topology
 
 #: T when neither the context nor the measure names one: the paper protocol's training temperature
 DEFAULT_TEMPERATURE = Measure.temperature
-HVP_CHOICES = ("auto", *statistics.HVP_METHODS)
+HVP_CHOICES = ("auto", *hvp.HVP_METHODS)
 
 
 class ParamStats(dict):
@@ -32,15 +32,20 @@ class ScoreContext:
     The cache is keyed by T and shared by every view from ``for_temperature``, so the measures of
     one prune event compute each statistic once. It assumes the model does not change meanwhile.
     ``hvp_method`` picks how Hg is computed: "double_backward", "forward_over_reverse" or "auto"
-    (both timed once on the first batch; the faster one is kept in ``info["hvp_method"]``).
+    (both timed on one batch, once per process and model class; the cheaper is used and named in
+    ``info["hvp_method"]``). ``hvp_memory_gb`` caps the first-order graphs double backward keeps
+    (None: half the device's free memory); see ``fp.scoring.hvp``.
     """
 
     def __init__(self, model: nn.Module, batches: Iterable | None, *,
                  temperature: float | None = None, device: torch.device | str | None = None,
                  weights: dict[str, nn.Parameter] | None = None,
-                 input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto"):
+                 input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto",
+                 hvp_memory_gb: float | None = None):
         if hvp_method not in HVP_CHOICES:
             raise ConfigError(f"hvp_method {hvp_method!r} is not one of {', '.join(HVP_CHOICES)}.")
+        if hvp_memory_gb is not None and not hvp_memory_gb >= 0:
+            raise ConfigError(f"hvp_memory_gb must be at least 0 (or None), not {hvp_memory_gb!r}.")
         self.model = model
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.batches = [_to_device(b, self.device, _float_dtype(model)) for b in batches or ()]
@@ -51,6 +56,7 @@ class ScoreContext:
         self.input_shape = (tuple(input_shape) if input_shape is not None
                             else tuple(first_input.shape[1:]) if first_input is not None else None)
         self.hvp_method = hvp_method
+        self.hvp_memory = None if hvp_memory_gb is None else hvp_memory_gb * 2 ** 30
         self.info: dict = {}          # shared with views: hvp_method, hvp_seconds, ...
         self._cache: dict = {}        # shared with views: statistics keyed by (kind, T)
 
@@ -77,9 +83,32 @@ class ScoreContext:
         t = self._t(temperature)
         key = ("hess_grad", t)
         if key not in self._cache:
-            grad = self.grad(t)
-            self._cache[key] = ParamStats(statistics.mean_hess_grad(
-                self.model, self._require_batches(), t, grad, self.hvp_method, self.info))
+            known = self._cache.get(("grad", t))  # then the pass that finds g cannot keep graphs
+            grad, grad_sq, hess_grad = hvp.mean_hess_grad(
+                self.model, self._require_batches(), t, method=self.hvp_method, info=self.info,
+                memory=self.hvp_memory, first_order=known)
+            self._cache.setdefault(("grad", t), (ParamStats(grad), ParamStats(grad_sq)))
+            self._cache[key] = ParamStats(hess_grad)
+        return self._cache[key]
+
+    def filter_hess_grad(self, temperature: float | None = None) -> dict[str, Tensor]:
+        """Σ_{i∈p} θ_i (Hg)_i for each filter p of each scored weight: ``hess_grad`` reduced to
+        what a filter score needs, computed without the full Hg where that is cheaper."""
+        t = self._t(temperature)
+        key = ("filter_hess_grad", t)
+        if key not in self._cache:
+            if ("hess_grad", t) in self._cache:
+                hess_grad = self._cache[("hess_grad", t)]
+                dots = {n: hvp.filter_sums(w.detach() * hess_grad[n])
+                        for n, w in self.weights.items() if n in hess_grad}
+            else:
+                known = self._cache.get(("grad", t))
+                grad, grad_sq, dots = hvp.mean_filter_hess_grad(
+                    self.model, self._require_batches(), t, self.weights,
+                    method=self.hvp_method, info=self.info, memory=self.hvp_memory,
+                    first_order=known)
+                self._cache.setdefault(("grad", t), (ParamStats(grad), ParamStats(grad_sq)))
+            self._cache[key] = ParamStats(dots)
         return self._cache[key]
 
     def following_bn(self, weight_name: str) -> nn.Module | None:

@@ -18,5 +18,5 @@ class GradNorm(LossMeasure):
     def __call__(self, ctx):
         return {n: p.abs() for n, p in self.products(ctx).items()}
 
-    def filter_scores(self, ctx):
-        return {n: self.reduce(p).abs() for n, p in self.products(ctx).items()}
+    def filter_scores(self, ctx):  # Σ_{i∈p} θ_i (Hg)_i without the whole Hg
+        return {n: dots.abs() for n, dots in ctx.filter_hess_grad().items()}

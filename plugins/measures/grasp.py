@@ -14,3 +14,6 @@ class Grasp(LossMeasure):
     def __call__(self, ctx):
         hess_grad = ctx.hess_grad()
         return {n: w.detach() * hess_grad[n] for n, w in ctx.weights.items()}
+
+    def filter_scores(self, ctx):
+        return dict(ctx.filter_hess_grad())  # Σ_{i∈p} θ_i (Hg)_i without the whole Hg

@@ -1,0 +1,272 @@
+"""Layers whose double backward is cheap, swapped in while Hessian-vector products run.
+
+Reverse-over-reverse differentiates the backward pass itself. PyTorch's generic double backward
+of a convolution computes the weight term as a convolution with batch and channels swapped, and
+that of BatchNorm re-derives batch statistics even in eval mode; both cost several forward passes
+more than needed. Here a convolution's backward is itself an autograd Function whose backward is
+written out: for cotangents (a_x, a_w, a_b) of (∂x, ∂W, ∂b) it needs two forward convolutions and
+one convolution_backward, the least a convolution's Hessian-vector product can cost. Eval-mode
+BatchNorm, a fixed per-channel affine map, becomes that map in plain tensor operations.
+
+Every replacement computes the same function and the same derivatives; only rounding differs.
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections import Counter
+from typing import Iterator, NamedTuple
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCHNORM = nn.modules.batchnorm._BatchNorm
+
+
+class Geometry(NamedTuple):
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+
+    def convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        return torch.convolution(x, weight, bias, self.stride, self.padding, self.dilation,
+                                 False, [0] * len(self.stride), self.groups)
+
+    def backward(self, grad_out: Tensor, x: Tensor, weight: Tensor,
+                 mask: tuple[bool, bool, bool]) -> tuple[Tensor | None, ...]:
+        """(∂x, ∂W, ∂b) of ⟨grad_out, conv(x, W) + b⟩, those ``mask`` asks for."""
+        bias_sizes = [weight.shape[0]] if mask[2] else None
+        grads = torch.ops.aten.convolution_backward(
+            grad_out, x, weight, bias_sizes, self.stride, self.padding, self.dilation, False,
+            [0] * len(self.stride), self.groups, list(mask))
+        return tuple(g if wanted else None for g, wanted in zip(grads, mask))
+
+
+def _channel_sum(a: Tensor, b: Tensor) -> Tensor:
+    """Σ over everything but the channel dimension of a ⊙ b: one number per channel."""
+    return (a * b).sum([d for d in range(a.dim()) if d != 1])
+
+
+class _Convolution(torch.autograd.Function):
+    """conv(x, W) + b, whose backward is ``_ConvolutionGrad`` (differentiable, cheaply).
+
+    ``scale`` (optional) is a vector of ones, one per filter p, multiplying the filters:
+    ∂/∂scale_p of ⟨c, conv(x, W)⟩ is Σ_{i∈p} W_i ∂/∂W_i, read off the output as ⟨c_p, y_p⟩ with
+    no weight-gradient convolution. With a scale, the layer serves filter-wise Hessian products
+    (``hvp.mean_filter_hess_grad``): its first backward gives ∂x, ∂W, ∂b (∂W taken with respect
+    to the scaled weight), its second ∂x and ∂scale only.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, scale: Tensor | None,
+                geometry: Geometry):
+        ctx.geometry, ctx.scaled, ctx.differentiated = geometry, scale is not None, False
+        if scale is None:
+            ctx.save_for_backward(x, weight, None, None)
+            return geometry.convolve(x, weight, bias)
+        out = geometry.convolve(x, weight)  # scale is all ones: the filters as they are
+        ctx.save_for_backward(x, weight, out, scale)
+        # a new tensor either way, so that an in-place activation cannot touch the saved ``out``
+        return out + bias.view(1, -1, *[1] * (out.dim() - 2)) if bias is not None else out.clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight, out, scale = ctx.saved_tensors
+        mask = tuple(ctx.needs_input_grad[:3])
+        if ctx.scaled and ctx.differentiated:  # the second time: filter-wise products only
+            grad_x = ctx.geometry.backward(grad_out, x, weight, (mask[0], False, False))[0]
+            return grad_x, None, None, _channel_sum(grad_out, out), None
+        ctx.differentiated = True
+        grads = _ConvolutionGrad.apply(grad_out, x, weight, scale, ctx.geometry, mask)
+        return (*grads, None, None)
+
+
+class _ConvolutionGrad(torch.autograd.Function):
+    """(grad_out, x, W) ↦ (∂x, ∂W, ∂b): bilinear in grad_out and (x, W), so its backward has a
+    closed form (see the module docstring). With ``scale``, its backward gives ∂scale_p =
+    ⟨conv(a_x, W)_p, grad_out_p⟩ in place of ∂W."""
+
+    @staticmethod
+    def forward(ctx, grad_out: Tensor, x: Tensor, weight: Tensor, scale: Tensor | None,
+                geometry: Geometry, mask: tuple[bool, bool, bool]):
+        ctx.set_materialize_grads(False)  # a missing cotangent stays None: no convolving zeros
+        ctx.save_for_backward(grad_out, x, weight)
+        ctx.geometry, ctx.scaled = geometry, scale is not None
+        return geometry.backward(grad_out, x, weight, mask)
+
+    @staticmethod
+    def backward(ctx, a_x: Tensor | None, a_w: Tensor | None, a_b: Tensor | None):
+        grad_out, x, weight = ctx.saved_tensors
+        geometry = ctx.geometry
+        conv_a_x = geometry.convolve(a_x, weight) if a_x is not None else None
+        d_scale = (_channel_sum(conv_a_x, grad_out) if ctx.scaled and conv_a_x is not None
+                   else None)
+        d_grad_out = None
+        if ctx.needs_input_grad[0]:  # fresh convolution outputs: accumulate in place
+            d_grad_out = conv_a_x
+            if a_w is not None:
+                term = geometry.convolve(x, a_w)
+                d_grad_out = term if d_grad_out is None else d_grad_out.add_(term)
+            if a_b is not None:
+                bias = a_b.view(1, -1, *[1] * (grad_out.dim() - 2))
+                d_grad_out = (bias.expand_as(grad_out).clone() if d_grad_out is None
+                              else d_grad_out.add_(bias))
+        # ∂x of ⟨a_w, ∂W⟩ is the input gradient with a_w as weight; ∂W of ⟨a_x, ∂x⟩ is the
+        # weight gradient with a_x as input: one convolution_backward gives both
+        want_x = ctx.needs_input_grad[1] and a_w is not None
+        want_w = ctx.needs_input_grad[2] and a_x is not None and not ctx.scaled
+        d_x = d_w = None
+        if want_x or want_w:
+            d_x, d_w, _ = geometry.backward(grad_out, a_x if want_w else x,
+                                            a_w if want_x else weight, (want_x, want_w, False))
+        return d_grad_out, d_x, d_w, d_scale, None, None
+
+
+def _conv_forward(module: nn.Module, geometry: Geometry, batchnorm: nn.Module | None,
+                  scales: dict[nn.Module, Tensor]):
+    """The convolution, with the eval-mode BatchNorm that alone consumes its output folded in:
+    conv(x, W)·s + c = conv(x, W·s) + c, so the map costs no activation-sized work of its own."""
+    def forward(x: Tensor) -> Tensor:
+        weight, bias = module.weight, module.bias
+        if batchnorm is not None:
+            scale, shift = _batchnorm_affine(batchnorm)
+            weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
+            bias = shift if bias is None else torch.addcmul(shift, bias, scale)
+        return _Convolution.apply(x, weight, bias, scales.get(module), geometry)
+    return forward
+
+
+def _batchnorm_affine(module: nn.Module) -> tuple[Tensor, Tensor]:
+    """Eval-mode BatchNorm as the per-channel affine map x·s + c it is: (s, c)."""
+    scale = torch.rsqrt(module.running_var + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight
+    shift = -module.running_mean * scale
+    if module.bias is not None:
+        shift = shift + module.bias
+    return scale, shift
+
+
+def _affine_batchnorm_forward(module: nn.Module):
+    def forward(x: Tensor) -> Tensor:
+        scale, shift = _batchnorm_affine(module)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return torch.addcmul(shift.view(shape), x, scale.view(shape))
+    return forward
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _is_fixed_batchnorm(module: nn.Module) -> bool:
+    return (isinstance(module, _BATCHNORM) and not module.training
+            and module.running_mean is not None and module.running_var is not None)
+
+
+def replaceable(module: nn.Module) -> bool:
+    """Whether ``cheap_double_backward`` runs this module as ``_Convolution``."""
+    return _is_plain_conv(module) and "forward" not in vars(module)
+
+
+def _is_plain_conv(module: nn.Module) -> bool:
+    return (isinstance(module, _CONVS) and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+        return isinstance(m, (*_CONVS, _BATCHNORM)) or super().is_leaf_module(m, qualified_name)
+
+
+def _gamma_has_beta(bn: nn.Module) -> bool:
+    """A trainable γ folds only beside a trainable β: filter-wise products of a folded pair
+    need ∂L/∂β to correct for the fold (``hvp.mean_filter_hess_grad``)."""
+    return (bn.weight is None or not bn.weight.requires_grad
+            or (bn.bias is not None and bn.bias.requires_grad))
+
+
+#: model → (its structure when traced, the pairs found): a prune event folds once per batch
+_PAIRS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, str]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _structure(model: nn.Module) -> tuple:
+    """What the pairs depend on besides the forward code: modules, modes, shapes, frozen γ/β."""
+    return tuple((name, type(m), m.training, "forward" in vars(m),
+                  *((tuple(p.shape), p.requires_grad) for p in m.parameters(recurse=False)))
+                 for name, m in model.named_modules())
+
+
+def foldable_pairs(model: nn.Module) -> dict[str, str]:
+    """Convolution name → name of the eval-mode BatchNorm that is its output's only consumer,
+    each module called exactly once; {} when torch.fx cannot trace the model. Cached per model
+    while its modules, their modes and their parameters' shapes stay the same."""
+    structure = _structure(model)
+    cached = _PAIRS.get(model)
+    if cached is not None and cached[0] == structure:
+        return dict(cached[1])
+    pairs = _traced_pairs(model)
+    _PAIRS[model] = structure, pairs
+    return dict(pairs)
+
+
+def _traced_pairs(model: nn.Module) -> dict[str, str]:
+    try:
+        graph = _Tracer().trace(model)
+    except Exception:  # noqa: BLE001 - fx rejects data-dependent control flow in many ways
+        return {}
+    modules = dict(model.named_modules())
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    pairs = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not _is_plain_conv(modules[node.target]):
+            continue
+        if len(node.users) != 1:
+            continue
+        (user,) = node.users
+        if (user.op == "call_module" and _is_fixed_batchnorm(modules[user.target])
+                and user.args[:1] == (node,) and len(user.args) + len(user.kwargs) == 1
+                and calls[node.target] == 1 and calls[user.target] == 1
+                and modules[user.target].num_features == modules[node.target].out_channels
+                and _gamma_has_beta(modules[user.target])):
+            pairs[node.target] = user.target
+    return pairs
+
+
+def _replacements(model: nn.Module, scales: dict[nn.Module, Tensor]) -> dict[nn.Module, object]:
+    modules = dict(model.named_modules())
+    pairs = foldable_pairs(model)
+    folded = {modules[bn] for bn in pairs.values()}
+    chosen = {}
+    for name, module in modules.items():
+        if "forward" in vars(module):  # someone already patched this instance: leave it be
+            continue
+        if _is_plain_conv(module):
+            bn = modules[pairs[name]] if name in pairs else None
+            chosen[module] = _conv_forward(module, Geometry(
+                tuple(module.stride), tuple(module.padding), tuple(module.dilation),
+                module.groups), bn, scales)
+        elif _is_fixed_batchnorm(module):
+            chosen[module] = _identity if module in folded else _affine_batchnorm_forward(module)
+    return chosen
+
+
+@contextlib.contextmanager
+def cheap_double_backward(model: nn.Module, scales: dict[nn.Module, Tensor] | None = None
+                          ) -> Iterator[nn.Module]:
+    """Within the block, ``model``'s convolutions and eval-mode BatchNorms run as the layers
+    above. Enter it with the model already in the mode it will be differentiated in. ``scales``
+    gives convolutions (``replaceable``) their filter scales (see ``_Convolution``)."""
+    patched = []
+    try:
+        for module, forward in _replacements(model, scales or {}).items():
+            module.forward = forward
+            patched.append(module)
+        yield model
+    finally:
+        for module in patched:
+            del module.forward
