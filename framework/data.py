@@ -5,6 +5,7 @@ augmentation), so a resumed run and every DDP rank see exactly what an uninterru
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -67,8 +68,17 @@ def augment_params(n: int, augmentation: Augmentation, *, seed: int, epoch: int,
 
 def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
                   padding: int) -> torch.Tensor:
-    """Crop every image of a (B, C, H, W) batch at its own offset inside the zero-padded batch,
-    mirroring the flagged ones; one gather for the whole batch."""
+    """Crop every image of a (B, C, H, W) batch at its own offset inside its zero-padded copy,
+    mirroring the flagged ones. On a GPU one gather does it all; on a CPU, copying whole rows
+    out of one padded buffer is 1.3-1.5x faster than that per-pixel gather."""
+    if images.device.type == "cpu":
+        return row_crop(images, offsets, flips, padding)
+    return gather_crop(images, offsets, flips, padding)
+
+
+def gather_crop(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                padding: int) -> torch.Tensor:
+    """``augment_batch`` as one gather over the padded batch, with no host synchronisation."""
     b, c, h, w = images.shape
     padded = F.pad(images, (padding,) * 4) if padding else images
     rows = offsets[:, :1] + torch.arange(h, device=images.device)        # (B, H)
@@ -79,6 +89,34 @@ def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tens
     pixels = rows[:, :, None] * padded.shape[3] + cols[:, None, :]       # (B, H, W)
     pixels = pixels.view(b, 1, h * w).expand(b, c, h * w)
     return padded.flatten(2).gather(2, pixels).view(b, c, h, w)
+
+
+def row_crop(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+             padding: int) -> torch.Tensor:
+    """``augment_batch`` as one copy per output row (``W`` pixels) out of a padded buffer.
+
+    Images to mirror are stored mirrored, after the others (one slice copy, where scattering them
+    back to their own slots is slow): the mirror of the crop at column ``dx`` is the crop of the
+    mirrored image at ``2 * padding - dx``, as the padding is the same on both sides."""
+    b, c, h, w = images.shape
+    hp, wp = h + 2 * padding, w + 2 * padding
+    kept_images = (~flips).nonzero().view(-1)
+    order = torch.cat([kept_images, flips.nonzero().view(-1)])          # slot -> image
+    kept = len(kept_images)
+    ordered = images.index_select(0, order)
+    padded = images.new_zeros(b, c, hp, wp)
+    inner = padded[:, :, padding:padding + h, padding:padding + w]
+    inner[:kept] = ordered[:kept]
+    inner[kept:] = ordered[kept:].flip(-1)
+    slots = torch.empty_like(order)
+    slots[order] = torch.arange(b, device=order.device)                 # image -> slot
+    cols = torch.where(flips, 2 * padding - offsets[:, 1], offsets[:, 1])
+    corners = slots * (c * hp * wp) + offsets[:, 0] * wp + cols          # (B,) flat top-left pixel
+    steps = torch.arange(c, device=order.device)[:, None] * (hp * wp) \
+        + torch.arange(h, device=order.device) * wp                      # (C, H) to each row
+    starts = (corners[:, None, None] + steps).view(-1)
+    runs = padded.view(-1).as_strided((padded.numel() - w + 1, w), (1, 1))  # every W-pixel run
+    return runs.index_select(0, starts).view(b, c, h, w)
 
 
 class BatchTransform:
@@ -153,20 +191,43 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.images.device
-        order = shard_order(len(self.images), shuffle=self.shuffle, seed=self.seed,
-                            epoch=self.epoch, rank=self.rank, world_size=self.world_size)
-        order = order.to(device)
-        offsets = flips = None
-        if self.augment:
-            offsets, flips = augment_params(len(order), self.transform.augmentation,
-                                            seed=self.seed, epoch=self.epoch, rank=self.rank)
-            offsets, flips = offsets.to(device), flips.to(device)
+        with one_cpu_thread(device):
+            order, offsets, flips = self._epoch_plan(device)
         for i in range(len(self)):
             span = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            index = order[span]
-            jitter = () if offsets is None else (offsets[span], flips[span])
-            yield (self.transform(self.images.index_select(0, index), *jitter),
-                   self.labels.index_select(0, index))
+            with one_cpu_thread(device):  # not across the yield: the training step keeps its own
+                index = order[span]
+                jitter = () if offsets is None else (offsets[span], flips[span])
+                batch = (self.transform(self.images.index_select(0, index), *jitter),
+                         self.labels.index_select(0, index))
+            yield batch
+
+    def _epoch_plan(self, device: torch.device):
+        """This epoch's example order and, when augmenting, every example's offsets and flip."""
+        order = shard_order(len(self.images), shuffle=self.shuffle, seed=self.seed,
+                            epoch=self.epoch, rank=self.rank, world_size=self.world_size)
+        if not self.augment:
+            return order.to(device), None, None
+        offsets, flips = augment_params(len(order), self.transform.augmentation,
+                                        seed=self.seed, epoch=self.epoch, rank=self.rank)
+        return order.to(device), offsets.to(device), flips.to(device)
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Assemble CPU batches on one thread. Copying a batch is too little work to share: with
+    torch's default of one thread per core, every op waits for all of them, and when other
+    processes hold the cores that wait is a scheduler time slice per op (a 2-core machine with
+    two busy processes made an epoch ~17x slower on two threads than on one)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class InMemoryDataset(Dataset):

@@ -21,6 +21,8 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from fp.scoring.topology import structure_fingerprint
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
@@ -195,10 +197,11 @@ _PAIRS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, str]]]" = \
 
 
 def _structure(model: nn.Module) -> tuple:
-    """What the pairs depend on besides the forward code: modules, modes, shapes, frozen γ/β."""
-    return tuple((name, type(m), m.training, "forward" in vars(m),
-                  *((tuple(p.shape), p.requires_grad) for p in m.parameters(recurse=False)))
-                 for name, m in model.named_modules())
+    """What the pairs depend on besides the forward code: modules and shapes, modes, frozen γ/β
+    and patched forwards."""
+    return structure_fingerprint(model), tuple(
+        (m.training, "forward" in vars(m), *(p.requires_grad for p in m.parameters(False)))
+        for m in model.modules())
 
 
 def foldable_pairs(model: nn.Module) -> dict[str, str]:

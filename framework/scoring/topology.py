@@ -5,9 +5,15 @@ Read from the torch.fx graph: from the layer's call, follow single-user elementw
 a residual add, a concatenation or a second consumer ends the walk. Models fx cannot trace fall
 back to the order modules run in (registration order without an example input): the first
 BatchNorm after the layer, before any other conv/linear layer.
+
+Tracing costs more than a data-free measure's whole score, so its outcome is remembered per model
+object, together with a fingerprint of the model's structure (module names, types and tensor
+shapes): pruning surgery changes shapes in place, and with them the fingerprint. The assumption is
+that a module's forward code does not change while its names, types and shapes stay the same.
 """
 from __future__ import annotations
 
+import weakref
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
@@ -30,14 +36,19 @@ _ELEMENTWISE_FUNCTIONS = {
 }
 _ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "contiguous"}
 
+#: model → (its structure's fingerprint, {scored layers: traced layer → BatchNorm map, or None
+#: where fx could not trace it}); entries for an earlier structure are dropped, as a pruned model
+#: does not return to it
+_TRACED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[tuple[str, ...], dict | None]]] = \
+    weakref.WeakKeyDictionary()
+
 
 def following_batchnorms(model: nn.Module, weight_names: list[str],
                          example_input: Tensor | None = None) -> dict[str, str | None]:
     """Weight name → qualified name of the BatchNorm over its output channels, or None."""
     owners = {name: name.rpartition(".")[0] for name in weight_names}
-    try:
-        found = _by_tracing(model, set(owners.values()))
-    except Exception:  # noqa: BLE001 - fx rejects data-dependent control flow in many ways
+    found = _traced(model, set(owners.values()))
+    if found is None:  # the fallback depends on the example input, so it is not remembered
         found = _by_module_order(model, set(owners.values()), example_input)
     modules = dict(model.named_modules())
     result = {}
@@ -59,6 +70,33 @@ class _LayerTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
         return (qualified_name in self.owners or isinstance(m, BATCHNORM)
                 or super().is_leaf_module(m, qualified_name))
+
+
+def _traced(model: nn.Module, owners: set[str]) -> dict[str, str | None] | None:
+    """``_by_tracing``'s result, remembered while the model's structure stays the same; None
+    when fx cannot trace the model."""
+    fingerprint, layers = structure_fingerprint(model), tuple(sorted(owners))
+    if model not in _TRACED or _TRACED[model][0] != fingerprint:
+        _TRACED[model] = (fingerprint, {})
+    known = _TRACED[model][1]
+    if layers not in known:
+        try:
+            known[layers] = _by_tracing(model, owners)
+        except Exception:  # noqa: BLE001 - fx rejects data-dependent control flow in many ways
+            known[layers] = None
+    return known[layers]
+
+
+def structure_fingerprint(model: nn.Module) -> tuple:
+    """Every module's qualified name and type with the shapes of its own parameters and
+    buffers: what pruning surgery or a swapped submodule changes. (``_parameters`` and
+    ``_buffers`` directly: the public generators make this 1.5x slower.)"""
+    return tuple((name, type(module), *_named_shapes(module._parameters),
+                  *_named_shapes(module._buffers)) for name, module in model.named_modules())
+
+
+def _named_shapes(tensors: dict[str, Tensor | None]) -> list[tuple[str, torch.Size | None]]:
+    return [(name, None if t is None else t.shape) for name, t in tensors.items()]
 
 
 def _by_tracing(model: nn.Module, owners: set[str]) -> dict[str, str | None]:

@@ -1,18 +1,20 @@
 """SynFlow: data-free synaptic flow (Tanaka et al. 2020)."""
-import copy
-
 import torch
+from torch.func import functional_call
 
 import fp
 from fp.errors import DataError
+from fp.scoring.statistics import eval_mode
 
 
 class SynFlow(fp.Measure):
     """Data-free synaptic flow |θ ⊙ ∂R/∂θ| of the linearised network (Tanaka et al. 2020).
 
-    Seed name: none. As in the reference implementation the scored copy holds |·| of every
-    floating state entry (parameters and BatchNorm running statistics), runs in float64 and eval
-    mode on one all-ones input, and R is the sum of its outputs; the model itself is not touched.
+    Seed name: none. As in the reference implementation the network is evaluated on |·| of every
+    floating state entry (parameters and BatchNorm running statistics), in float64 and eval mode,
+    on one all-ones input, and R is the sum of its outputs. The |·| state is handed to the model
+    through ``torch.func.functional_call`` instead of a deep copy (which cost more than the
+    flow itself); the model's own tensors and modes are left as they were.
     """
 
     name = "synflow"
@@ -22,15 +24,19 @@ class SynFlow(fp.Measure):
         if ctx.input_shape is None:
             raise DataError("synflow needs the input shape: give one scoring batch or "
                             "ScoreContext(input_shape=...).")
-        linear = copy.deepcopy(ctx.model).double().eval()
-        with torch.no_grad():
-            for tensor in linear.state_dict().values():
-                if tensor.is_floating_point():
-                    tensor.abs_()
-        weights = [linear.get_parameter(n).requires_grad_(True) for n in ctx.weights]
+        state = linearised_state(ctx.model)
+        weights = [state[n].requires_grad_(True) for n in ctx.weights]
         ones = torch.ones((1, *ctx.input_shape), dtype=torch.float64, device=ctx.device)
-        with torch.enable_grad():
-            flow = linear(ones).sum()
+        with eval_mode(ctx.model), torch.enable_grad():
+            flow = functional_call(ctx.model, state, (ones,)).sum()
             grads = torch.autograd.grad(flow, weights, allow_unused=True)
         return {n: (w * g).abs().detach() if g is not None else torch.zeros_like(w).detach()
                 for n, w, g in zip(ctx.weights, weights, grads)}
+
+
+def linearised_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """|·| in float64 of every floating parameter and buffer, as fresh leaf tensors; integer
+    buffers (BatchNorm's num_batches_tracked) are left out, so the model's own are used."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return {name: tensor.detach().abs().double() for name, tensor in named
+            if tensor.is_floating_point()}

@@ -43,3 +43,29 @@ def test_synflow_without_an_input_shape_says_what_it_needs(model):
 
     with pytest.raises(DataError, match="input shape"):
         score(model, SynFlow(), None)
+
+
+def test_synflow_equals_the_deep_copied_linearised_network_in_float64(model):
+    ctx = ScoreContext(model, None, input_shape=(3, 8, 8))
+    expected = reference_synflow(model, (3, 8, 8))
+    actual = SynFlow()(ctx)
+    assert set(actual) == set(expected)
+    for name, value in expected.items():
+        assert actual[name].dtype == torch.float64
+        torch.testing.assert_close(actual[name], value, rtol=1e-12, atol=0)
+
+
+def test_synflow_of_a_float32_model_in_training_mode_changes_nothing_about_it(model):
+    model = model.float().train()
+    model.bn1.eval()  # mixed modes must come back exactly as they were
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    expected = reference_synflow(model, (3, 8, 8))
+    actual = SynFlow()(ScoreContext(model, None, input_shape=(3, 8, 8)))
+    for name, value in expected.items():
+        torch.testing.assert_close(actual[name], value, rtol=1e-12, atol=0)
+    state = model.state_dict()
+    assert all(torch.equal(before[k], v) and before[k].dtype == v.dtype for k, v in state.items())
+    assert state["bn1.num_batches_tracked"].dtype == torch.int64
+    assert [m.training for m in model.modules()] == modes
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
