@@ -1,6 +1,7 @@
 """``fp bench``: how fast the framework's hot paths are. Every ratio is measured in one process
 against a bound or a plain-PyTorch baseline timed in the same run (warmed up, repetitions
-interleaved, medians), so a loaded machine slows both sides alike.
+interleaved, each side's fastest repetition), so load from other processes is filtered out
+rather than averaged in.
 
 Rows: ``train_loop``, ``augment``, ``score/<measure>`` for every registered measure,
 ``prune_surgery`` and, on CUDA, ``amp_channels_last``.
@@ -110,7 +111,7 @@ def scoring_batches(manager: Manager, sizes: Sizes, device: torch.device):
 def format_rows(rows: list[dict[str, Any]]) -> Table:
     """The rows as a rich table: a missed target in red, a skipped row dimmed."""
     table = Table("benchmark", "ratio", "target", "ok", "measured s", "baseline s", "notes",
-                  title="fp bench (ratios measured side by side in one process; medians)")
+                  title="fp bench (ratios measured side by side in one process; fastest of each side)")
     for row in rows:
         if row.get("skipped"):
             table.add_row(row["name"], "-", row["target"], "[dim]skipped[/dim]", "-", "-",
