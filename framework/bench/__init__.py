@@ -44,7 +44,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(score_architecture="resnet20", score_batches=2, train_batches=4,
+QUICK = Sizes(score_architecture="resnet20", score_batches=2, train_batches=4, repeats=5,
               augment_images=2560)
 
 

@@ -65,9 +65,12 @@ def mean_grad_and_sq(model: nn.Module, batches: list[Batch],
     names, params = trainable(model)
     if not names:
         return {}, {}
+    from fp.scoring.second_order import cheap_double_backward  # it reads eval_mode from here
+
     total = [torch.zeros_like(p) for p in params]
     total_sq = [torch.zeros_like(p) for p in params]
-    with eval_mode(model), torch.enable_grad():
+    # the folded layers compute the same gradient without BatchNorm's own passes over the data
+    with eval_mode(model), torch.enable_grad(), cheap_double_backward(model):
         for x, y in batches:
             grads = torch.autograd.grad(batch_loss(model, x, y, temperature), params,
                                         allow_unused=True)
