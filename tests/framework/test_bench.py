@@ -14,7 +14,7 @@ from fp.bench.timing import Task, Timing, compare, make_row, meets
 from fp.bench.training import amp_row
 from fp.errors import FpError
 
-TINY = Sizes(score_architecture="small_cnn", score_batches=1, batch_size=8,
+TINY = Sizes(loop_repeats=1, score_architecture="small_cnn", score_batches=1, batch_size=8,
              train_architecture="small_cnn", train_batches=2, augment_images=32, loader_workers=2,
              repeats=1, image_shape=(3, 8, 8))
 KEYS = {"name", "ratio", "target", "ok", "ratio_is", "measured_s", "baseline_s", "baseline",
