@@ -234,6 +234,7 @@ def _traced_pairs(model: nn.Module) -> dict[str, str]:
         if (user.op == "call_module" and _is_fixed_batchnorm(modules[user.target])
                 and user.args[:1] == (node,) and len(user.args) + len(user.kwargs) == 1
                 and calls[node.target] == 1 and calls[user.target] == 1
+                and not any("forward" in vars(modules[n]) for n in (node.target, user.target))
                 and modules[user.target].num_features == modules[node.target].out_channels
                 and _gamma_has_beta(modules[user.target])):
             pairs[node.target] = user.target

@@ -122,3 +122,13 @@ def test_an_instance_forward_set_by_someone_else_is_kept(model, batches):
     with cheap_double_backward(model):
         assert model.bn2.forward is mine
     assert model.bn2.forward is mine
+
+
+def test_a_pair_with_a_forward_set_by_someone_else_is_not_folded(model, batches):
+    model.eval()
+    model.conv1.forward = lambda x: nn.Conv2d.forward(model.conv1, x) * 2
+    assert foldable_pairs(model) == {}
+    x, y = batches[0]
+    expected = model(x)
+    with cheap_double_backward(model):  # bn1 must still run: conv1 is left to its own forward
+        torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-14)
