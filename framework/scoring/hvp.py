@@ -127,13 +127,12 @@ def mean_hess_grad(model: nn.Module, batches: list[Batch], temperature: float, *
     if not names:
         return {}, {}, {}
     with eval_mode(model), torch.enable_grad():
-        budget = _budget(batches, memory)
-        chosen = method if method != "auto" else _auto(model, batches, temperature, names,
-                                                        params, info, budget, first_order)
+        budget, chosen = _choose(model, batches, temperature, names, params, method, info,
+                                 memory, first_order)
         info["hvp_method"] = chosen
         if chosen == "double_backward":
-            grad, grad_sq, hv = second_order_sums(model, batches, temperature, params, budget,
-                                                  info, first_order=first_order)
+            grad, grad_sq, hv = second_order_sums(model, batches, temperature, names, params,
+                                                  budget, info, first_order=first_order)
         else:
             grad, grad_sq = first_order or mean_grad_and_sq(model, batches, temperature)
             vec = [grad[n].detach() for n in names]
@@ -161,9 +160,8 @@ def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: f
     if not names:
         return {}, {}, {}
     with eval_mode(model), torch.enable_grad():
-        budget = _budget(batches, memory)
-        chosen = method if method != "auto" else _auto(model, batches, temperature, names,
-                                                        params, info, budget, first_order)
+        budget, chosen = _choose(model, batches, temperature, names, params, method, info,
+                                 memory, first_order)
     if chosen != "double_backward":
         grad, grad_sq, hess_grad = mean_hess_grad(model, batches, temperature, method=chosen,
                                                   info=info, memory=memory,
@@ -175,7 +173,7 @@ def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: f
     targets = [scales.get(n, w) for n, w in trained.items()]
     with eval_mode(model), torch.enable_grad():
         grad, grad_sq, sums = second_order_sums(
-            model, batches, temperature, params, budget, info, first_order=first_order,
+            model, batches, temperature, names, params, budget, info, first_order=first_order,
             targets=targets, scales={model.get_submodule(n.rpartition(".")[0]): s
                                      for n, s in scales.items()})
     dots = [d if n in scales else filter_sums(trained[n].detach() * d)
@@ -221,8 +219,9 @@ def _filter_scales(model: nn.Module, weights: dict[str, Tensor]) -> dict[str, Te
     return scales
 
 
-def second_order_sums(model, batches, temperature, params, budget, info, *, first_order=None,
-                      targets=None, scales=None) -> tuple[dict, dict, list[Tensor]]:
+def second_order_sums(model, batches, temperature, names, params, budget, info, *,
+                      first_order=None, targets=None,
+                      scales=None) -> tuple[dict, dict, list[Tensor]]:
     """(g, E[g²], Σ_b ∂/∂targets ⟨ḡ, ∇L_b⟩); targets default to ``params`` (giving Σ_b H_b g).
     Without ``first_order``, one forward and create_graph backward per batch gives g and E[g²]
     and keeps the graphs that fit ``budget``; one backward pass through them follows, and the
@@ -230,10 +229,10 @@ def second_order_sums(model, batches, temperature, params, budget, info, *, firs
     targets = list(params) if targets is None else targets
     kept, dropped = [], list(range(len(batches)))
     if first_order is None:
-        first_order, kept, dropped = _first_pass(model, batches, temperature, params, budget,
-                                                 info, scales)
+        first_order, kept, dropped = _first_pass(model, batches, temperature, names, params,
+                                                 budget, info, scales)
     grad, grad_sq = first_order
-    vec = [grad[n].detach() for n in _names(model, params)]
+    vec = [grad[n].detach() for n in names]
     sums = differentiate(kept, vec, targets)
     info["hvp_kept"] = f"{len(kept)}/{len(batches)}"
     del kept
@@ -245,12 +244,7 @@ def second_order_sums(model, batches, temperature, params, budget, info, *, firs
     return grad, grad_sq, sums
 
 
-def _names(model: nn.Module, params: list[nn.Parameter]) -> list[str]:
-    by_id = {id(p): n for n, p in model.named_parameters()}
-    return [by_id[id(p)] for p in params]
-
-
-def _first_pass(model, batches, temperature, params, budget, info, scales):
+def _first_pass(model, batches, temperature, names, params, budget, info, scales):
     """g, E[g²] (averaged over batches and ranks), the kept graphs and the dropped batches."""
     total = [torch.zeros_like(p) for p in params]
     total_sq = [torch.zeros_like(p) for p in params]
@@ -274,14 +268,18 @@ def _first_pass(model, batches, temperature, params, budget, info, scales):
         else:
             dropped.append(index)
     means = _all_reduce_mean([t.div_(len(batches)) for t in total + total_sq])
-    names = _names(model, params)
     first_order = dict(zip(names, means[:len(names)])), dict(zip(names, means[len(names):]))
     return first_order, kept, dropped
 
 
-def _budget(batches: list[Batch], memory: float | None) -> float:
+def _choose(model, batches, temperature, names, params, method, info, memory,
+            first_order) -> tuple[float, str]:
+    """The byte budget for kept graphs and the method: ``method`` itself unless "auto"."""
     device = batches[0][0].device
-    return probing.MEMORY_SHARE * probing.free_memory(device) if memory is None else memory
+    budget = probing.MEMORY_SHARE * probing.free_memory(device) if memory is None else memory
+    if method != "auto":
+        return budget, method
+    return budget, _auto(model, batches, temperature, names, params, info, budget, first_order)
 
 
 def _auto(model, batches, temperature, names, params, info, budget, first_order) -> str:
