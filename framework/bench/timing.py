@@ -44,28 +44,43 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds(task: Task, device: torch.device) -> float:
-    state = task.prepare()
-    synchronize(device)
-    start = time.perf_counter()
-    task.run(state)
-    synchronize(device)
-    return time.perf_counter() - start
+#: at most this many back-to-back runs make one timed sample of the shorter side
+MAX_RUNS = 8
+
+
+def seconds(task: Task, device: torch.device, runs: int = 1) -> float:
+    """Mean seconds of ``runs`` back-to-back runs, each after its own untimed ``prepare``."""
+    total = 0.0
+    for _ in range(runs):
+        state = task.prepare()
+        synchronize(device)
+        start = time.perf_counter()
+        task.run(state)
+        synchronize(device)
+        total += time.perf_counter() - start
+    return total / runs
 
 
 def compare(measured: Task | Callable[[], Any], baseline: Task | Callable[[], Any], *,
-            repeats: int, device: torch.device, warmup: int = 1) -> Timing:
+            repeats: int, device: torch.device, warmup: int = 1, balance: bool = True) -> Timing:
     """Warm both up (one-off costs: allocator, kernel selection, lazy imports), then time
-    ``repeats`` pairs, alternating which of the two goes first."""
+    ``repeats`` pairs, alternating which of the two goes first. With ``balance``, a sample of
+    the shorter side is the mean of as many back-to-back runs (up to MAX_RUNS) as make it about
+    as long as the other: a long sample is less likely than a short one to fall wholly in a
+    quiet moment, so without this the fastest-of comparison would favour the shorter side."""
     measured, baseline = as_task(measured), as_task(baseline)
     for _ in range(warmup):
-        seconds(baseline, device)
-        seconds(measured, device)
+        base_s = seconds(baseline, device)
+        measured_s = seconds(measured, device)
+    runs = {id(measured): 1, id(baseline): 1}
+    if balance and warmup and min(base_s, measured_s) > 0:
+        shorter, longer = sorted([(measured_s, measured), (base_s, baseline)], key=lambda p: p[0])
+        runs[id(shorter[1])] = min(MAX_RUNS, max(1, round(longer[0] / shorter[0])))
     timing = Timing()
     for rep in range(repeats):
         pair = [(measured, timing.measured), (baseline, timing.baseline)]
         for task, times in (pair if rep % 2 else pair[::-1]):
-            times.append(seconds(task, device))
+            times.append(seconds(task, device, runs[id(task)]))
     return timing
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 import fp
 from fp.bench import Sizes, bench, format_rows
 from fp.bench.scoring import INFORMATIONAL, TARGETS, score_rows
+from fp.bench import timing as timing_module
 from fp.bench.timing import Task, Timing, compare, make_row, meets
 from fp.bench.training import amp_row
 from fp.errors import FpError
@@ -100,7 +101,7 @@ def test_compare_warms_up_then_alternates_and_keeps_prepare_untimed():
     measured = Task(prepare=lambda: calls.append("prepare") or "fresh",
                     run=lambda state: calls.append(f"measured:{state}"))
     timing = compare(measured, lambda: calls.append("baseline"), repeats=3,
-                     device=torch.device("cpu"))
+                     device=torch.device("cpu"), balance=False)
     runs = [c for c in calls if c != "prepare"]
     assert runs == ["baseline", "measured:fresh",            # warm-up
                     "baseline", "measured:fresh",            # pair 1
@@ -108,6 +109,22 @@ def test_compare_warms_up_then_alternates_and_keeps_prepare_untimed():
                     "baseline", "measured:fresh"]            # pair 3
     assert calls.count("prepare") == 4
     assert len(timing.measured) == len(timing.baseline) == 3
+
+
+def test_compare_times_the_shorter_side_as_a_mean_of_runs_about_as_long_as_the_other(
+        monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(timing_module.time, "perf_counter", lambda: clock[0])
+    runs = []
+
+    def work(name, seconds):
+        return lambda: runs.append(name) or clock.__setitem__(0, clock[0] + seconds)
+
+    timing = compare(work("long", 3.0), work("short", 1.0), repeats=2,
+                     device=torch.device("cpu"))
+    assert runs == ["short", "long"] + ["short"] * 3 + ["long"] + ["long"] + ["short"] * 3
+    assert timing.measured == [3.0, 3.0] and timing.baseline == [1.0, 1.0]
+    assert timing.ratio() == 3.0
 
 
 def test_ratio_is_fastest_over_fastest():
