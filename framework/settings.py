@@ -8,9 +8,6 @@ import gin
 
 from fp.errors import ConfigError
 
-#: how Hessian-gradient products are computed (fp.scoring.hvp); "auto" measures both
-HVP_METHODS = ("auto", "double_backward", "forward_over_reverse")
-
 
 @dataclass
 class Train:
@@ -57,8 +54,10 @@ class Prune:
     hvp_memory_gb: float | None = None    # cap on kept first-order graphs; None: half of free memory
 
     def validate(self) -> None:
-        _check(self.hvp_method in HVP_METHODS,
-               f"prune.hvp_method = {self.hvp_method!r} must be one of {', '.join(HVP_METHODS)}.")
+        from fp.scoring.context import HVP_CHOICES  # the methods fp.scoring.hvp provides
+
+        _check(self.hvp_method in HVP_CHOICES,
+               f"prune.hvp_method = {self.hvp_method!r} must be one of {', '.join(HVP_CHOICES)}.")
         _check(self.hvp_memory_gb is None or self.hvp_memory_gb >= 0,
                f"prune.hvp_memory_gb = {self.hvp_memory_gb} must be at least 0 (or None).")
         _check(0.0 <= self.target < 1.0, f"prune.target = {self.target} must be in [0, 1).")

@@ -83,12 +83,7 @@ class ScoreContext:
         t = self._t(temperature)
         key = ("hess_grad", t)
         if key not in self._cache:
-            known = self._cache.get(("grad", t))  # then the pass that finds g cannot keep graphs
-            grad, grad_sq, hess_grad = hvp.mean_hess_grad(
-                self.model, self._require_batches(), t, method=self.hvp_method, info=self.info,
-                memory=self.hvp_memory, first_order=known)
-            self._cache.setdefault(("grad", t), (ParamStats(grad), ParamStats(grad_sq)))
-            self._cache[key] = ParamStats(hess_grad)
+            self._cache[key] = self._second_order(hvp.mean_hess_grad, t)
         return self._cache[key]
 
     def filter_hess_grad(self, temperature: float | None = None) -> dict[str, Tensor]:
@@ -102,14 +97,18 @@ class ScoreContext:
                 dots = {n: hvp.filter_sums(w.detach() * hess_grad[n])
                         for n, w in self.weights.items() if n in hess_grad}
             else:
-                known = self._cache.get(("grad", t))
-                grad, grad_sq, dots = hvp.mean_filter_hess_grad(
-                    self.model, self._require_batches(), t, self.weights,
-                    method=self.hvp_method, info=self.info, memory=self.hvp_memory,
-                    first_order=known)
-                self._cache.setdefault(("grad", t), (ParamStats(grad), ParamStats(grad_sq)))
+                dots = self._second_order(hvp.mean_filter_hess_grad, t, self.weights)
             self._cache[key] = ParamStats(dots)
         return self._cache[key]
+
+    def _second_order(self, compute, t: float, *args) -> ParamStats:
+        """``compute``'s statistic at T; the g and E[g²] its pass finds are cached too, and a g
+        already cached is handed in (then that pass cannot keep graphs)."""
+        grad, grad_sq, found = compute(
+            self.model, self._require_batches(), t, *args, method=self.hvp_method,
+            info=self.info, memory=self.hvp_memory, first_order=self._cache.get(("grad", t)))
+        self._cache.setdefault(("grad", t), (ParamStats(grad), ParamStats(grad_sq)))
+        return ParamStats(found)
 
     def following_bn(self, weight_name: str) -> nn.Module | None:
         """The BatchNorm normalising this weight's output channels, or None."""

@@ -162,25 +162,23 @@ def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: f
     with eval_mode(model), torch.enable_grad():
         budget, chosen = _choose(model, batches, temperature, names, params, method, info,
                                  memory, first_order)
-    if chosen != "double_backward":
-        grad, grad_sq, hess_grad = mean_hess_grad(model, batches, temperature, method=chosen,
-                                                  info=info, memory=memory,
-                                                  first_order=first_order)
-        return grad, grad_sq, {n: filter_sums(w.detach() * hess_grad[n])
-                               for n, w in trained.items()}
-    info["hvp_method"] = "double_backward"
-    scales = _filter_scales(model, trained)
-    targets = [scales.get(n, w) for n, w in trained.items()]
-    with eval_mode(model), torch.enable_grad():
+        if chosen != "double_backward":
+            grad, grad_sq, hess_grad = mean_hess_grad(model, batches, temperature,
+                                                      method=chosen, info=info, memory=memory,
+                                                      first_order=first_order)
+            return grad, grad_sq, {n: filter_sums(w.detach() * hess_grad[n])
+                                   for n, w in trained.items()}
+        info["hvp_method"] = "double_backward"
+        scales = _filter_scales(model, trained)
+        targets = [scales.get(n, w) for n, w in trained.items()]
         grad, grad_sq, sums = second_order_sums(
             model, batches, temperature, names, params, budget, info, first_order=first_order,
             targets=targets, scales={model.get_submodule(n.rpartition(".")[0]): s
                                      for n, s in scales.items()})
-    dots = [d if n in scales else filter_sums(trained[n].detach() * d)
-            for n, d in zip(trained, sums)]
-    means = dict(zip(trained, _all_reduce_mean([t.div_(len(batches)) for t in dots])))
-    with eval_mode(model):  # folding, and so the fold's share, is of eval-mode BatchNorm
-        _correct_for_folds(model, means, grad)
+        dots = [d if n in scales else filter_sums(trained[n].detach() * d)
+                for n, d in zip(trained, sums)]
+        means = dict(zip(trained, _all_reduce_mean([t.div_(len(batches)) for t in dots])))
+        _correct_for_folds(model, means, grad)  # in eval mode: folding is of eval-mode BatchNorm
     return grad, grad_sq, means
 
 
