@@ -45,7 +45,8 @@ def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Te
     broadcast_buffers(run.model, run.world_size)
     event = PruneEvent(index=index, step=run.step, epoch=run.epoch, target=planned.target,
                        granularity=prune["granularity"])
-    temperature = prune["temperature"] or run.measure.temperature
+    temperature = (run.measure.temperature if prune["temperature"] is None
+                   else prune["temperature"])
     event.ctx = ScoreContext(run.model, scoring_batches(run, index), temperature=temperature,
                              device=run.device, hvp_method=prune["hvp_method"],
                              hvp_memory_gb=prune["hvp_memory_gb"])

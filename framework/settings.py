@@ -52,6 +52,7 @@ class Prune:
     preserve_momentum: bool = False       # keep SGD momentum of surviving channels after surgery
     hvp_method: str = "auto"              # Hg by "double_backward" | "forward_over_reverse" | "auto"
     hvp_memory_gb: float | None = None    # cap on kept first-order graphs; None: half of free memory
+    balanced: bool | None = None          # class-balanced scoring samples; None: the measure's default
 
     def validate(self) -> None:
         from fp.scoring.context import HVP_CHOICES  # the methods fp.scoring.hvp provides
@@ -76,6 +77,8 @@ class Data:
     """Which dataset (registry name); its own arguments bind on the dataset, e.g. cifar10.root."""
 
     dataset: str = "digits"
+    train_per_class: int | None = None    # class-balanced training subset (None: all), seeded
+    test_per_class: int | None = None     # class-balanced test subset (None: all), seeded
 
 
 @dataclass
