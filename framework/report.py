@@ -2,7 +2,6 @@
 run directories of ``fp run`` / ``fp sweep`` (their summary.json and metrics.jsonl)."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import defaultdict
@@ -83,18 +82,24 @@ class Config:
 
 
 def report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
-    """Write report.md, report.csv and the PNG figures into ``out``; returns report.md's path.
-    ``run_dirs`` are run directories or folders of them (a sweep's ``--out``)."""
-    from fp import plots  # matplotlib is imported only when a report is drawn
+    """Write report.md, report.csv, claims.md and the PNG figures into ``out``; returns
+    report.md's path. ``run_dirs`` are run directories or folders of them (a sweep's ``--out``).
+    Bad input is refused before anything is written, and never inside a run directory."""
+    from fp import claims_md, claims_plots, plots  # matplotlib only when a report is drawn
+    from fp.report_md import markdown, write_csv
 
-    configs = group_runs([load_run(path) for path in find_run_dirs(run_dirs)])
+    found = find_run_dirs(run_dirs)
     out = Path(out)
+    check_out(out, found)
+    configs = group_runs([load_run(path) for path in found])
     out.mkdir(parents=True, exist_ok=True)
     rows = [config.row() for config in configs]
     write_csv(rows, out / "report.csv")
     figures = plots.draw_all(configs, out)
+    claims_text, verdicts = claims_md.claims_markdown(configs, claims_plots.draw_all(configs, out))
+    (out / "claims.md").write_text(claims_text)
     path = out / "report.md"
-    path.write_text(markdown(rows, figures, configs))
+    path.write_text(markdown(rows, figures, configs) + "\n".join(claims_md.report_section(verdicts)) + "\n")
     return path
 
 
@@ -102,8 +107,11 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """Every folder with a summary.json among ``paths`` and their direct subfolders, once each."""
     found: dict[Path, None] = {}
     for path in map(Path, paths):
+        if not path.exists():
+            raise ConfigError(f"{path} does not exist; give run directories or sweep folders.")
         if not path.is_dir():
-            raise ConfigError(f"{path} is not a directory; give run directories or sweep folders.")
+            raise ConfigError(f"{path} is a file, not a directory; give run directories or "
+                              "sweep folders.")
         candidates = [path] if (path / "summary.json").is_file() else sorted(path.iterdir())
         for candidate in candidates:
             if (candidate / "summary.json").is_file():
@@ -114,12 +122,28 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     return list(found)
 
 
+def check_out(out: Path, run_dirs: Sequence[Path]) -> None:
+    """The report goes beside the runs, never into one of them."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; give a folder for the report.")
+    target = out.resolve()
+    for run_dir in run_dirs:
+        if target == run_dir or run_dir in target.parents:
+            raise ConfigError(f"--out {out} is inside the run directory {run_dir}; give a folder "
+                              "outside the runs.")
+
+
 def load_run(path: Path) -> RunRecord:
+    summary_path = path / "summary.json"
     try:
-        summary = json.loads((path / "summary.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path / 'summary.json'} is not valid JSON ({exc}).") from None
-    record = RunRecord(path, summary if isinstance(summary, dict) else {})
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{summary_path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{summary_path} is not valid JSON (not UTF-8 text).") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{summary_path} does not hold a JSON object.")
+    record = RunRecord(path, summary)
     kinds = {"epoch": record.epochs, "prune": record.prunes, "flow": record.flows}
     for entry in read_jsonl(path / "metrics.jsonl"):
         kinds.get(entry.get("event"), []).append(entry)
@@ -127,15 +151,27 @@ def load_run(path: Path) -> RunRecord:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The JSON objects of ``path``; a line cut short by a crash is skipped."""
-    if not path.is_file():
+    """The JSON objects of ``path``. A last line without its newline is a write cut short by a
+    crash and is skipped; any other line that is not JSON is an error naming it."""
+    if not path.exists():
         return []
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file; a run's metrics.jsonl holds one JSON object per line.")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid JSON lines (not UTF-8 text).") from None
+    lines = text.split("\n")
     entries = []
-    for line in path.read_text().splitlines():
+    for number_, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as exc:
+            if number_ == len(lines):  # no newline after it: cut short
+                continue
+            raise ConfigError(f"{path} line {number_} is not valid JSON ({exc.msg}).") from None
         if isinstance(entry, dict):
             entries.append(entry)
     return entries
@@ -161,42 +197,3 @@ def sort_key(key: tuple) -> tuple:
     order = ("architecture", "dataset", "target", "measure") + GROUP_KEYS
     return tuple((v is None, str(v) if number(v) is None else f"{v:020.6f}")
                  for v in (values[k] for k in order))
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
-
-
-def markdown(rows: list[dict], figures: list[Path], configs: list[Config]) -> str:
-    keys = list(SHOWN_KEYS) + [k for k in GROUP_KEYS
-                               if k not in SHOWN_KEYS and len({r[k] for r in rows}) > 1]
-    header = keys + ["final test acc (%)", "best test acc (%)", "params kept", "FLOPs kept",
-                     "filters kept", "wall time", "seeds"]
-    lines = ["# flowprune report", "",
-             f"{sum(len(c.runs) for c in configs)} runs in {len(configs)} configurations; "
-             "accuracies are mean ± std over seeds.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [str(row[k]) for k in keys] + [
-            mean_std(row["test_acc_mean"], row["test_acc_std"]),
-            mean_std(row["best_test_acc_mean"], row["best_test_acc_std"]),
-            fmt(row["params_kept_pct"], "%"), fmt(row["flops_kept_pct"], "%"),
-            fmt(row["filters_kept_pct"], "%"), fmt(row["wall_time_s_mean"], " s", 0),
-            str(row["seeds"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    for figure in figures:
-        lines += ["", f"![{figure.stem.replace('_', ' ')}]({figure.name})"]
-    return "\n".join(lines) + "\n"
-
-
-def mean_std(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
-
-
-def fmt(value: float | None, unit: str, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:.{digits}f}{unit}"

@@ -132,8 +132,72 @@ def test_no_run_directories_is_a_config_error(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"no run directories \(with summary.json\) under"):
         report([tmp_path / "empty"], tmp_path / "out")
-    with pytest.raises(ConfigError, match="is not a directory"):
+    with pytest.raises(ConfigError, match="missing does not exist"):
         report([tmp_path / "missing"], tmp_path / "out")
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ConfigError, match="notes.txt is a file, not a directory"):
+        report([tmp_path / "notes.txt"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_summary_json_that_is_not_json_names_the_file_and_the_line(tmp_path):
+    run = fake_run(tmp_path / "runs" / "a")
+    (run / "summary.json").write_text('{"measure": "snip",\n  "test_acc": 0.8,,\n}')
+    before = listing(tmp_path / "runs")
+    with pytest.raises(ConfigError, match=r"a/summary.json is not valid JSON \(line 2"):
+        report([tmp_path / "runs"], tmp_path / "out")
+    (run / "summary.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="summary.json does not hold a JSON object"):
+        report([tmp_path / "runs"], tmp_path / "out")
+    assert listing(tmp_path / "runs") == {**before, "a/summary.json": b"[1, 2]"}
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_metrics_line_before_the_last_names_the_file_and_the_line(tmp_path):
+    run = fake_run(tmp_path / "run")
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text(lines[0] + "not json\n" + "".join(lines[1:]))
+    before = listing(run)
+    with pytest.raises(ConfigError, match=r"metrics.jsonl line 2 is not valid JSON"):
+        report([run], tmp_path / "out")
+    assert listing(run) == before and not (tmp_path / "out").exists()
+
+
+def test_the_report_is_never_written_into_a_run_directory(tmp_path):
+    run = fake_run(tmp_path / "run")
+    before = listing(run)
+    for out in (run, run / "report"):
+        with pytest.raises(ConfigError, match="is inside the run directory"):
+            report([run], out)
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ConfigError, match="taken is a file, not a directory"):
+        report([run], tmp_path / "taken")
+    assert listing(run) == before
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "empty", "bad_summary", "bad_metrics"])
+def test_fp_report_refuses_bad_input_with_one_sentence_and_a_non_zero_exit(tmp_path, capsys, case):
+    from fp.cli import main
+
+    run = fake_run(tmp_path / "sweep" / "a")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    if case == "bad_summary":
+        (run / "summary.json").write_text("{")
+    if case == "bad_metrics":
+        (run / "metrics.jsonl").write_text("{]\n{}\n")
+    given = {"missing": tmp_path / "nowhere", "file": tmp_path / "file.txt",
+             "empty": tmp_path / "empty"}.get(case, tmp_path / "sweep")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(given), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
