@@ -1,16 +1,36 @@
 """flowprune: pruning research on the gradient-flow framework (Lubana & Dick, ICLR 2021).
 
-Public API (see DESIGN.md): ``fp.score``, ``fp.prune``, ``fp.load``, the plugin base classes
+Public API: ``fp.score``, ``fp.prune``, ``fp.load``, the plugin base classes
 ``fp.Measure``, ``fp.Dataset``, ``fp.Schedule``, and the ``fp.hookimpl`` marker.
 """
 from __future__ import annotations
 
-from fp.dataset import Dataset, Loader
+import importlib
+from typing import TYPE_CHECKING
+
 from fp.errors import FpError
-from fp.hookspecs import hookimpl, hookspec
-from fp.manager import make_manager
-from fp.measure import Measure
-from fp.schedule import PruneStep, Schedule
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fp.dataset import Dataset, Loader
+    from fp.hookspecs import hookimpl, hookspec
+    from fp.manager import make_manager
+    from fp.measure import Measure
+    from fp.schedule import PruneStep, Schedule
+
+#: public name -> the module defining it, imported on first use so that ``import fp`` (and so
+#: ``fp --help``) does not import torch
+_LAZY = {"Dataset": "fp.dataset", "Loader": "fp.dataset", "hookimpl": "fp.hookspecs",
+         "hookspec": "fp.hookspecs", "make_manager": "fp.manager", "Measure": "fp.measure",
+         "PruneStep": "fp.schedule", "Schedule": "fp.schedule"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'fp' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

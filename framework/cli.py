@@ -16,12 +16,23 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="flowprune: pruning experiments declared in gin, measures as plugins.")
 out = Console(soft_wrap=True)  # never break long paths across lines
 err = Console(stderr=True, soft_wrap=True)
-DEBUG = {"on": False}
 
 
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
-    DEBUG["on"] = debug or os.environ.get("FP_DEBUG", "") not in ("", "0")
+    """--debug is read by main() before typer parses anything (errors can come from parsing)."""
+
+
+def _device_option(value: str | None) -> str | None:
+    """A misspelt device is a usage error (exit 2); whether it exists is checked with the rest of
+    the settings, once torch is loaded."""
+    import re
+
+    from fp.settings import DEVICE_FORMS, DEVICE_PATTERN
+
+    if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
+        raise typer.BadParameter(f"{value!r} is not a device; use {DEVICE_FORMS}.")
+    return value
 
 
 @app.command("run")
@@ -29,16 +40,19 @@ def run_cmd(
     configs: Annotated[list[Path], typer.Argument(help="gin files, later ones override earlier ones.")],
     bind: Annotated[Optional[list[str]], typer.Option("--bind", "-b", help="A gin binding, e.g. prune.measure='snip'.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (resumes if it holds a checkpoint).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    nproc: Annotated[int, typer.Option(help="Processes to train with (torch.distributed).")] = 1,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.", callback=_device_option)] = None,
+    nproc: Annotated[int, typer.Option(min=1, help="Processes to train with (torch.distributed).")] = 1,
     force: Annotated[bool, typer.Option(help="Continue a run directory even if its config differs.")] = False,
 ) -> None:
     """Run (or resume) the experiment declared by CONFIGS."""
     from fp import distributed
     from fp.engine import run
+    from fp.runlock import check_free
 
     files, bindings = [str(c) for c in configs], bind or []
     if nproc > 1:
+        if out_dir is not None:
+            check_free(out_dir)  # say so now, before starting workers; rank 0 takes the lock
         results = distributed.launch(nproc, files, bindings, out_dir, device, force)
         _print_summary(results[0]["summary"], Path(results[0]["out_dir"]))
         return
@@ -82,8 +96,9 @@ def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, archi
 
     if kind is not None and kind not in KINDS:
         raise FpError(f"unknown kind {kind!r}{did_you_mean(kind, KINDS)}; choose one of {', '.join(KINDS)}.")
-    registries = make_manager().registries
-    for name in [kind] if kind else KINDS:
+    shown = [kind] if kind else list(KINDS)
+    registries = make_manager(builtins=shown).registries  # the built-ins of the listed kinds only
+    for name in shown:
         reg = registries[name]
         rows = [(entry, reg.describe(entry), reg.providers[entry]) for entry in reg.names()]
         _print_table(("name", "description", "provided by"), rows, title=name)
@@ -110,7 +125,7 @@ def sweep_cmd(
     grid: Annotated[list[str], typer.Option("--grid", "-g", help="'a.b=v1,v2': one run per value (bare words are strings).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder holding one run directory per grid point.")],
     bind: Annotated[Optional[list[str]], typer.Option("--bind", "-b", help="A gin binding shared by every run.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.", callback=_device_option)] = None,
 ) -> None:
     """Run the cartesian product of --grid values one after another; finished runs are skipped."""
     from rich.live import Live
@@ -141,8 +156,8 @@ def report_cmd(
 @app.command("eval")
 def eval_cmd(
     target: Annotated[Path, typer.Argument(help="A run directory or a saved model file.")],
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    batch_size: Annotated[int, typer.Option(help="Images per batch for accuracy and latency.")] = 256,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.", callback=_device_option)] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch for accuracy and latency.")] = 256,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset name (needed for a bare model file).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -162,7 +177,7 @@ def eval_cmd(
 def bench_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes: a few minutes on 2 CPU cores.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", callback=_device_option)] = "cpu",
 ) -> None:
     """Benchmark the hot paths as ratios against bounds measured in the same run."""
     import json
@@ -178,29 +193,33 @@ def bench_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    """Console entry point. Usage errors get typer's own usage message and exit 2; user errors
+    (``FpError``) one line on stderr and their exit code; anything else one line and exit 1,
+    with ``--debug`` (or ``FP_DEBUG=1``) showing the traceback instead."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args or os.environ.get("FP_DEBUG", "") not in ("", "0")
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=args, prog_name="fp")  # standalone mode: typer reports usage errors itself
     except FpError as exc:
-        if debug or DEBUG["on"]:
+        if debug:
             raise
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {one_line(exc)}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(130) from None
-    except SystemExit:
-        raise
-    except Exception as exc:  # click's usage errors and friends
-        import click
+    except Exception as exc:  # a bug in fp or a plugin, not a user's mistake
+        if debug:
+            raise
+        err.print(f"internal error: {type(exc).__name__}: {one_line(exc)}; rerun with --debug for "
+                  f"the traceback.", highlight=False, soft_wrap=True, markup=False)
+        raise SystemExit(1) from None
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Abort):
-            raise SystemExit(1) from None
-        raise
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (gin and torch add context lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import gin
 from gin import config as gin_config
 
-from fp import settings
+from fp import settings, validation
 from fp.errors import ConfigError, did_you_mean
 from fp.manager import Manager
 
@@ -34,9 +34,24 @@ def parse(files: Sequence[str | os.PathLike], bindings: Sequence[str], manager: 
             _parse_one(lambda p=path: gin.parse_config_file(str(p)), opened, path)
         for binding in bindings:
             _parse_one(lambda b=binding: gin.parse_config(b), opened, None, binding)
+    check_bound_values()
     resolved = settings.resolve()
     _check_names(resolved, manager)
     return resolved
+
+
+def check_bound_values() -> None:
+    """Check every bound value against the annotation of the parameter it binds (settings
+    fields, plugin constructor arguments, configurable functions) before anything is built."""
+    for (scope, selector), params in list(gin_config._CONFIG.items()):
+        configurable = gin_config._REGISTRY.get(selector)
+        if configurable is None:
+            continue
+        hints = validation.parameter_hints(configurable.wrapped)
+        label = (f"{scope}/" if scope else "") + configurable.name
+        for param, value in params.items():
+            if param in hints:
+                validation.check(f"{label}.{param}", value, hints[param])
 
 
 def _existing_file(name: str | os.PathLike) -> Path:

@@ -18,6 +18,7 @@ from fp.loop import EpochProgress, evaluate, train_epoch
 from fp.manager import Manager, make_manager
 from fp.prune_event import hvp_record, prune_now
 from fp.run import Run
+from fp.runlock import RunLock
 from fp.schedule import PruneStep
 from fp.progress import Progress
 
@@ -47,8 +48,13 @@ def run(files: Sequence[str], bindings: Sequence[str] = (), *, out: str | Path |
     check_out_dir(out_dir, config.config_text(), force)
     if (out_dir / "summary.json").exists() and not force:
         return Outcome(out_dir, rundir_summary(out_dir), already_finished=True)
-    setup = build_setup(settings, manager, out_dir, rank, world_size)
-    return Trainer(setup, quiet=quiet).fit()
+    if rank != 0:  # rank 0 holds the directory's lock for the whole world
+        return Trainer(build_setup(settings, manager, out_dir, rank, world_size), quiet=quiet).fit()
+    with RunLock(out_dir):
+        if (out_dir / "summary.json").exists() and not force:  # finished while we waited
+            return Outcome(out_dir, rundir_summary(out_dir), already_finished=True)
+        setup = build_setup(settings, manager, out_dir, rank, world_size)
+        return Trainer(setup, quiet=quiet).fit()
 
 
 def default_out_dir(files: Sequence[str], text: str) -> Path:

@@ -35,6 +35,10 @@ class CheckpointError(FpError):
     """A corrupt, truncated or incompatible checkpoint or run directory."""
 
 
+class BusyError(FpError):
+    """A run directory that another process is writing at this moment."""
+
+
 class DataError(FpError):
     """A dataset that is missing, empty or malformed."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
+from typing import Iterable
 from importlib import metadata
 
 import pluggy
@@ -103,15 +104,18 @@ def blocked_names() -> set[str]:
     return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
 
 
-def make_manager(*, autoload: bool | None = None, plugins: tuple[object, ...] = ()) -> Manager:
-    """A fresh manager with the built-ins, the installed ``fp`` entry points (unless ``autoload``
+def make_manager(*, autoload: bool | None = None, plugins: tuple[object, ...] = (),
+                 builtins: Iterable[str] | None = None) -> Manager:
+    """A fresh manager with the built-ins (all, or only those named in ``builtins``: ``fp list
+    measures`` needs no architectures), the installed ``fp`` entry points (unless ``autoload``
     is False or the env var disables it) and any extra plugin objects (tests use this)."""
     pm = Manager()
     blocked = blocked_names()
     for name in blocked:
         pm.set_blocked(name)
+    wanted = set(BUILTINS if builtins is None else builtins)
     for name, module in BUILTINS.items():
-        if name not in blocked:
+        if name not in blocked and name in wanted:
             _register(pm, name, "flowprune", _own_version(), lambda m=module: importlib.import_module(m))
     if autoload is None:
         autoload = os.environ.get(AUTOLOAD_ENV, "").lower() not in {"1", "true", "yes"}
@@ -127,6 +131,8 @@ def _load_entry_points(pm: Manager, blocked: set[str]) -> None:
     for ep in metadata.entry_points(group=GROUP):
         dist = ep.dist.name if ep.dist else "?"
         if ep.name in blocked or dist in blocked or pm.has_plugin(ep.name) or ep.name in pm.infos:
+            continue
+        if ep.value in BUILTINS.values():  # flowprune's own entry points: the built-ins above
             continue
         _register(pm, ep.name, dist, ep.dist.version if ep.dist else "", ep.load)
 

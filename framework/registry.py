@@ -89,3 +89,30 @@ def register_with_gin(registries: dict[str, Registry]) -> None:
     for kind, reg in registries.items():
         for cls in reg.classes.values():
             configurable(kind, cls)
+    _prefer_registered_names()
+
+
+def _prefer_registered_names() -> None:
+    """A selector that is exactly a registered name binds that registration.
+
+    ``vgg13.layers`` would otherwise be ambiguous between ``architectures.vgg13`` and
+    ``architectures.torchvision.vgg13`` (gin matches any dotted suffix). gin already prefers an
+    exact complete selector; this extends that rule to the name a user registered, by wrapping
+    the lookup of gin's registry of configurables (gin has no public hook for it)."""
+    from gin import config as gin_config
+
+    registry = gin_config._REGISTRY
+    if getattr(registry, "_fp_prefers_names", False):
+        return
+    plain = type(registry).matching_selectors.__get__(registry)
+
+    def matching_selectors(partial: str) -> list[str]:
+        found = plain(partial)
+        if len(found) > 1:
+            exact = [s for s in found if s.partition(".")[0] in KINDS and s.partition(".")[2] == partial]
+            if len(exact) == 1:
+                return exact
+        return found
+
+    registry.matching_selectors = matching_selectors
+    registry._fp_prefers_names = True

@@ -3,35 +3,50 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Annotated
 
 import gin
 
 from fp.errors import ConfigError
+from fp.validation import OneOf, Range, check_fields
+
+#: the two ways of pruning: whole filters (physically smaller) or single weights (masks)
+GRANULARITIES = ("filter", "weight")
+
+
+#: type aliases with their allowed range: the checks in fp.validation read them
+Positive = Annotated[int, Range(ge=1)]
+NonNegative = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(ge=0, lt=1)]
 
 
 @dataclass
 class Train:
     """Optimisation, as in the paper's protocol (SGD, 160 epochs split 80/40/40)."""
 
-    epochs: int = 160
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    epochs: Positive = 160
+    batch_size: Positive = 128
+    lr: Annotated[float, Range(gt=0)] = 0.1
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegative = 1e-4
     nesterov: bool = False
-    lr_schedule: str = "multistep"        # "multistep" | "cosine" | "constant"
-    milestones: tuple = (0.5, 0.75)       # fractions of epochs (floats < 1) or epoch numbers (ints)
-    gamma: float = 0.1                    # multistep LR factor at each milestone
-    temperature: float = 5.0              # training loss is cross-entropy of logits / T
-    test_batch_size: int = 512
+    lr_schedule: Annotated[str, OneOf("multistep", "cosine", "constant")] = "multistep"
+    milestones: tuple[int | float, ...] = (0.5, 0.75)  # fractions of epochs (floats < 1) or epoch numbers (ints)
+    gamma: Annotated[float, Range(gt=0, le=1)] = 0.1  # multistep LR factor at each milestone
+    temperature: Annotated[float, Range(gt=0)] = 5.0  # training loss is cross-entropy of logits / T
+    test_batch_size: Positive = 512
 
     def validate(self) -> None:
-        _check(self.epochs >= 1, f"train.epochs = {self.epochs} must be at least 1.")
-        _check(self.batch_size >= 1, f"train.batch_size = {self.batch_size} must be at least 1.")
-        _check(self.lr > 0, f"train.lr = {self.lr} must be positive.")
-        _check(self.temperature > 0, f"train.temperature = {self.temperature} must be positive.")
-        _check(self.lr_schedule in {"multistep", "cosine", "constant"},
-               f"train.lr_schedule = {self.lr_schedule!r} must be 'multistep', 'cosine' or 'constant'.")
+        if self.lr_schedule != "multistep":
+            return
+        inside = all(0 < m < 1 if isinstance(m, float) else 0 < m < self.epochs
+                     for m in self.milestones)
+        fractions = [isinstance(m, float) for m in self.milestones]
+        increasing = all(a < b for a, b in zip(self.milestones, self.milestones[1:]))
+        _check(inside and increasing and len(set(fractions)) <= 1,
+               f"train.milestones = {tuple(self.milestones)!r} must increase and lie inside the "
+               f"{self.epochs} epochs: all fractions below 1, or all epoch numbers "
+               f"1..{self.epochs - 1}.")
 
 
 @dataclass
@@ -39,19 +54,19 @@ class Prune:
     """What to prune, by which measure, how much and when."""
 
     measure: str = "magnitude"
-    target: float = 0.0                   # fraction of filters (or params/FLOPs) removed at the end
-    target_type: str = "filters"          # "filters" | "params" | "flops"
-    rounds: int = 1
+    target: Fraction = 0.0                # fraction of filters (or params/FLOPs) removed at the end
+    target_type: Annotated[str, OneOf("filters", "params", "flops")] = "filters"
+    rounds: Positive = 1
     schedule: str = "rounds"
-    granularity: str = "filter"           # "filter" | "weight"
-    samples: int = 2560                   # scoring samples per prune event (paper: 20 batches of 128)
-    batch_size: int = 128                 # scoring batch size
-    temperature: float | None = None      # None: the measure's own default
-    max_fraction: float = 0.95            # never remove more than this fraction of one layer
-    protected: tuple = ()                 # module-name prefixes never pruned (classifier always is)
+    granularity: Annotated[str, OneOf(*GRANULARITIES)] = "filter"
+    samples: Positive = 2560              # scoring samples per prune event (paper: 20 batches of 128)
+    batch_size: Positive = 128            # scoring batch size (fewer samples: one batch of them)
+    temperature: Annotated[float | None, Range(gt=0)] = None  # None: the measure's own default
+    max_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.95  # most of one layer ever removed
+    protected: tuple[str, ...] = ()       # module-name prefixes never pruned (classifier always is)
     preserve_momentum: bool = False       # keep SGD momentum of surviving channels after surgery
     hvp_method: str = "auto"              # Hg by "double_backward" | "forward_over_reverse" | "auto"
-    hvp_memory_gb: float | None = None    # cap on kept first-order graphs; None: half of free memory
+    hvp_memory_gb: Annotated[float | None, Range(ge=0)] = None  # kept graphs; None: half the free memory
     balanced: bool | None = None          # class-balanced scoring samples; None: the measure's default
 
     def validate(self) -> None:
@@ -59,17 +74,6 @@ class Prune:
 
         _check(self.hvp_method in HVP_CHOICES,
                f"prune.hvp_method = {self.hvp_method!r} must be one of {', '.join(HVP_CHOICES)}.")
-        _check(self.hvp_memory_gb is None or self.hvp_memory_gb >= 0,
-               f"prune.hvp_memory_gb = {self.hvp_memory_gb} must be at least 0 (or None).")
-        _check(0.0 <= self.target < 1.0, f"prune.target = {self.target} must be in [0, 1).")
-        _check(self.rounds >= 1, f"prune.rounds = {self.rounds} must be at least 1.")
-        _check(self.granularity in {"filter", "weight"},
-               f"prune.granularity = {self.granularity!r} must be 'filter' or 'weight'.")
-        _check(self.target_type in {"filters", "params", "flops"},
-               f"prune.target_type = {self.target_type!r} must be 'filters', 'params' or 'flops'.")
-        _check(self.samples >= 1, f"prune.samples = {self.samples} must be at least 1.")
-        _check(0.0 < self.max_fraction < 1.0,
-               f"prune.max_fraction = {self.max_fraction} must be in (0, 1).")
 
 
 @dataclass
@@ -77,8 +81,8 @@ class Data:
     """Which dataset (registry name); its own arguments bind on the dataset, e.g. cifar10.root."""
 
     dataset: str = "digits"
-    train_per_class: int | None = None    # class-balanced training subset (None: all), seeded
-    test_per_class: int | None = None     # class-balanced test subset (None: all), seeded
+    train_per_class: Positive | None = None  # class-balanced training subset (None: all), seeded
+    test_per_class: Positive | None = None   # class-balanced test subset (None: all), seeded
 
 
 @dataclass
@@ -92,12 +96,43 @@ class Model:
 class Experiment:
     """Run-wide settings: seed, device, numerics."""
 
-    seed: int = 0
-    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
+    seed: Annotated[int, Range(ge=0)] = 0
+    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
     amp: bool = False                     # bf16 autocast on the forward pass
     channels_last: bool = False
     compile: bool = False                 # torch.compile the model for training steps
     name: str = ""                        # a label for reports; defaults to the config's stem
+
+    def validate(self) -> None:
+        problem = device_problem(self.device)
+        _check(problem is None, f"experiment.device = {self.device!r} {problem}.")
+
+
+DEVICE_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` is not a usable device on this machine, or None. The spelling is checked
+    without torch; whether the device exists only once torch is imported anyway."""
+    import re
+
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        return f"must be {DEVICE_FORMS}"
+    if name in ("auto", "cpu"):
+        return None
+    import torch
+
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps is not None and mps.is_available() else "names no available device (no MPS here)"
+    count = torch.cuda.device_count()
+    index = int(name.partition(":")[2] or 0)
+    if count == 0:
+        return "names no available device (no CUDA GPU here; use 'cpu' or 'auto')"
+    if index >= count:
+        return f"names no available device (this machine has {count} CUDA device(s))"
+    return None
 
 
 def _check(ok: bool, message: str) -> None:
@@ -125,6 +160,8 @@ class Settings:
 def resolve() -> Settings:
     """Instantiate every settings block through gin (so bindings apply) and validate it."""
     built = {name: gin.get_configurable(name)() for name in SETTINGS}
+    for name, block in built.items():
+        check_fields(name, block)  # types and ranges first: validate() may compare values
     for block in built.values():
         getattr(block, "validate", lambda: None)()
     return Settings(**built)
