@@ -130,6 +130,8 @@ def sweep(config: str | Path | Sequence[str | Path], grid: Sequence[str], *,
     that fails with an fp error is recorded as failed and the sweep goes on. ``on_update(rows)``
     is called whenever a run starts or ends. Returns one row per grid point (see ROW_KEYS)."""
     files = [str(config)] if isinstance(config, (str, Path)) else [str(c) for c in config]
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory.")
     points = expand_grid(grid)
     check_no_overlap(grid, bindings)
     prefix = Path(files[-1]).stem if files else "run"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +129,18 @@ def load(path: str | os.PathLike, *, manager=None, map_location: Any = "cpu") ->
     if not path.is_file():
         raise CheckpointError(f"there is no saved model at {path}.")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it reads anyway
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused what it read
         code = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if code:
             raise CheckpointError(f"{path} holds pickled code or objects ({code.group(1)}), not "
                                   f"plain data, and was refused unread.") from None
-        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
-        raise CheckpointError(f"{path} is corrupt or not plain data "
-                              f"({detail.group(1) if detail else reason(exc)}).") from None
+        detail = re.search(r"WeightsUnpickler error:\s*([^.\n]+)", str(exc))
+        raise CheckpointError(f"{path} is corrupt or not plain data"
+                              f"{f' ({detail.group(1)})' if detail else ''}, and was refused "
+                              f"unread.") from None
     except Exception as exc:  # zip and stream errors of a damaged file
         raise CheckpointError(f"{path} is corrupt or truncated ({reason(exc)}).") from None
     return model_from_state(state, manager=manager, origin=str(path))
