@@ -10,6 +10,7 @@ from fp.checkpoint import Setup, make_forward, resolve_device, seed_everything
 from fp.manager import Manager
 from fp.run import Run
 from fp.settings import Settings
+from fp.subsets import apply_subsets
 
 
 def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int = 0,
@@ -20,7 +21,8 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     regs = manager.registries
-    dataset = regs["datasets"].build(st.data.dataset)
+    # the same seeded per-class subset on every rank, and again on resume
+    dataset = apply_subsets(regs["datasets"].build(st.data.dataset), st.data, st.experiment.seed)
     model = pruning.build_model(st.model.architecture, num_classes=dataset.num_classes,
                                 in_channels=dataset.in_channels).to(device)
     if st.experiment.channels_last:

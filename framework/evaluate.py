@@ -18,6 +18,7 @@ from fp.config import parse as parse_config
 from fp.errors import CheckpointError, ConfigError
 from fp.manager import Manager, make_manager
 from fp.pruning.arch import arch_of
+from fp.subsets import apply_subsets
 
 
 def evaluate(target: str | Path, *, device: str = "cpu", batch_size: int = 256,
@@ -80,7 +81,11 @@ def load_dataset(run_dir: Path | None, name: str | None, manager: Manager, model
     datasets = manager.registries["datasets"]
     if run_dir is not None and (run_dir / "config.gin").is_file():
         settings = parse_config([run_dir / "config.gin"], [], manager)  # binds the dataset's args
-        return datasets.build(name or settings.data.dataset)
+        if name and name != settings.data.dataset:
+            return datasets.build(name)
+        # the run's own dataset: the test images it was evaluated on (data.test_per_class)
+        return apply_subsets(datasets.build(settings.data.dataset), settings.data,
+                             settings.experiment.seed)
     if run_dir is not None and not name:
         name = recorded_dataset(run_dir)
     if not name:

@@ -38,3 +38,27 @@ def test_shipped_file_builds(path, tmp_path, monkeypatch):
     declared = config.parse([str(path)], [], manager)  # as shipped, without the tiny data
     expected = "cifar100" if "cifar100" in str(path) else ("digits" if "digits" in text else "cifar10")
     assert declared.data.dataset == expected
+
+
+def test_cifar10_folder_base_reads_an_image_folder_as_cifar(tmp_path, monkeypatch):
+    """base/cifar10_folder.gin needs data: a folder of ten classes of 32x32 JPEGs stands in."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 3), ("test", 1)):
+        for k in range(10):
+            (tmp_path / split / f"class{k}").mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / f"class{k}" / f"{i}.jpg")
+    monkeypatch.chdir(REPO)
+    manager = make_manager(autoload=False)
+    files = ["gin/resnet56_snip.gin", "gin/base/cifar10_folder.gin"]
+    settings = config.parse(files, [f"imagefolder.root = '{tmp_path}'", "flow.enabled = False"],
+                            manager)
+    data = build_setup(settings, manager, tmp_path / "run").run.dataset
+    assert settings.data.dataset == "imagefolder" and data.in_memory
+    assert (len(data), data.num_classes, data.image_size) == (30, 10, (32, 32))
+    assert data.mean == (0.4914, 0.4822, 0.4465) and data.std == (0.2470, 0.2435, 0.2616)
+    assert (data.augmentation.crop_padding, data.augmentation.flip) == (4, True)

@@ -3,8 +3,8 @@ against a bound or a plain-PyTorch baseline timed in the same run (warmed up, re
 interleaved, each side's fastest repetition), so load from other processes is filtered out
 rather than averaged in.
 
-Rows: ``train_loop``, ``augment``, ``score/<measure>`` for every registered measure,
-``prune_surgery`` and, on CUDA, ``amp_channels_last``.
+Rows: ``train_loop``, ``augment``, ``folder_train``, ``score/<measure>`` for every registered
+measure, ``prune_surgery`` and, on CUDA, ``amp_channels_last``.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fp.bench.augment import augment_row
+from fp.bench.folder import folder_row
 from fp.bench.scoring import score_rows
 from fp.bench.surgery import prune_surgery_row
 from fp.bench.timing import skipped_row
@@ -42,11 +43,12 @@ class Sizes:
     loop_repeats: int = 9               # for train_loop, whose target leaves 3% for noise
     classes: int = 10
     image_shape: tuple[int, int, int] = (3, 32, 32)
+    folder_real: bool = True            # folder_train reads real CIFAR-10 JPEGs where present
 
 
 FULL = Sizes()
 QUICK = Sizes(score_architecture="resnet20", score_batches=2, train_batches=4, repeats=5,
-              augment_images=2560)
+              augment_images=2560, folder_real=False)  # writing 512 JPEGs beats reading the archive
 
 
 def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = None,
@@ -69,6 +71,9 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
     add(augment_row(synthetic_data(manager, sizes, sizes.augment_images),
                     batch_size=sizes.batch_size, workers=sizes.loader_workers,
                     repeats=sizes.repeats, device=where))
+    add(folder_row(manager, architecture=sizes.train_architecture, batches=sizes.train_batches,
+                   batch_size=sizes.batch_size, repeats=sizes.repeats, device=where,
+                   shape=sizes.image_shape, real=sizes.folder_real))
     model = build_model(sizes.score_architecture, num_classes=sizes.classes,
                         in_channels=sizes.image_shape[0], manager=manager).to(where)
     batches = scoring_batches(manager, sizes, where)

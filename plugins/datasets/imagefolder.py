@@ -1,54 +1,95 @@
-"""Your own images, laid out as ``<root>/{train,test}/<class>/<image>``, streamed from disk."""
+"""Your own images, laid out as ``<root>/{train,test}/<class>/<image>``: decoded once and held in
+memory as uint8 (CIFAR's fast path) when they fit a memory budget, else streamed from disk."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Literal, Sequence
 
 import torch
-import torchvision
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from torchvision import transforms
 
-import fp
-from fp.data import (Augmentation, BatchTransform, augment_params, batches_per_epoch,
-                     check_loader_args, shard_order)
-from fp.errors import ConfigError, DataError
+from fp.data import Augmentation, BatchTransform, InMemoryDataset, Split, check_loader_args
+from fp.errors import ConfigError
+from fp.plugins.datasets._folder_cache import decoded_images
+from fp.plugins.datasets._folder_stream import EpochSampler, FolderLoader, read_folder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MEMORY_BUDGET_GB = 4.0  # CIFAR-10 decodes to 0.18 GB; 64-px ImageNet (16 GB) would stream
 
 
-class ImageFolder(fp.Dataset):
-    """Images in <root>/train/<class>/ and <root>/test/<class>/ folders, resized to image_size."""
+class ImageFolder(InMemoryDataset):
+    """Images in <root>/train/<class>/ and <root>/test/<class>/ folders, resized to image_size.
+
+    ``in_memory``: ``"auto"`` (default) decodes the folder once into uint8 tensors, held on the
+    training device and augmented a batch at a time exactly as CIFAR is, when the decoded images
+    (``N x 3 x image_size^2`` bytes, both splits) fit ``memory_budget_gb`` gigabytes (2^30
+    bytes), and streams them otherwise; ``True`` insists on memory (an error if over budget);
+    ``False`` streams through DataLoader workers. The decoded images are cached as
+    ``fp-decoded-<size>px-<hash>.npz`` in ``root`` (else under ``fp.data.default_data_root()``),
+    so later runs start at once; a changed file changes the hash. ``num_workers``: DataLoader
+    workers when streaming, decoding threads otherwise (default: up to 4, one per core).
+    """
 
     name = "imagefolder"
 
     def __init__(self, root: str | None = None, image_size: int = 32,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  augment: bool = True, crop_padding: int = 4, flip: bool = True,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, in_memory: bool | Literal["auto"] = "auto",
+                 memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB):
         if not root:
             raise ConfigError("dataset 'imagefolder' needs a folder: bind imagefolder.root.")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ConfigError(f"imagefolder.image_size = {image_size!r} must be a positive "
+                              f"integer (pixels).")
         self.root = Path(root).expanduser()
         to_uint8 = transforms.Compose([transforms.Resize((image_size, image_size)),
                                        transforms.PILToTensor()])
-        train = _read_folder(self.root / "train", to_uint8, None)
-        self.folders = {"train": train,
-                        "test": _read_folder(self.root / "test", to_uint8, train.class_to_idx)}
-        self.num_classes = len(train.classes)
+        train = read_folder(self.root / "train", to_uint8, None)
+        folders = {"train": train,
+                   "test": read_folder(self.root / "test", to_uint8, train.class_to_idx)}
+        self.classes = list(train.classes)
+        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        policy = Augmentation(crop_padding if augment else 0, flip and augment)
+        self.in_memory, self.streaming_reason = hold_in_memory(
+            in_memory, sum(len(f) for f in folders.values()), image_size, memory_budget_gb)
+        self.cache_path: Path | None = None
+        self.cache_hit = False
+        if self.in_memory:
+            self._hold(folders, image_size, mean, std, policy)
+        else:
+            self._stream(folders, image_size, mean, std, policy)
+
+    def _hold(self, folders, image_size: int, mean, std, policy: Augmentation) -> None:
+        samples = {split: list(folder.samples) for split, folder in folders.items()}
+        images, self.cache_path, self.cache_hit = decoded_images(
+            self.root, samples, image_size, max(1, self.num_workers))
+        splits = {split: Split(images[split], torch.tensor([label for _, label in files],
+                                                           dtype=torch.int64))
+                  for split, files in samples.items()}
+        self.set_data(splits["train"], splits["test"], num_classes=len(self.classes), mean=mean,
+                      std=std, augmentation=policy)
+
+    def _stream(self, folders, image_size: int, mean, std, policy: Augmentation) -> None:
+        self.folders = folders
+        self.num_classes = len(self.classes)
         self.in_channels = 3  # torchvision's loader converts every image to RGB
         self.image_size = (image_size, image_size)
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.augmentation = Augmentation(crop_padding if augment else 0, flip and augment)
-        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.mean, self.std, self.augmentation = tuple(mean), tuple(std), policy
 
     def __len__(self) -> int:
-        return len(self.folders["train"])
+        return super().__len__() if self.in_memory else len(self.folders["train"])
 
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                device: torch.device | str = "cpu", seed: int = 0, rank: int = 0,
-               world_size: int = 1, drop_last: bool = False) -> "FolderLoader":
+               world_size: int = 1, drop_last: bool = False):
+        if self.in_memory:
+            return super().loader(split, batch_size, shuffle=shuffle, augment=augment,
+                                  device=device, seed=seed, rank=rank, world_size=world_size,
+                                  drop_last=drop_last)
         check_loader_args(split, batch_size, rank, world_size, self.name)
         device = torch.device(device)
         sampler = EpochSampler(len(self.folders[split]), shuffle=shuffle, seed=seed, rank=rank,
@@ -61,84 +102,22 @@ class ImageFolder(fp.Dataset):
                             augment=augment and self.augmentation.active)
 
 
-class _SharedClassesFolder(torchvision.datasets.ImageFolder):
-    """An ImageFolder that takes its class-to-index map from the training split."""
-
-    def __init__(self, root: str, transform, class_to_idx: dict[str, int]):
-        self._given_classes = class_to_idx
-        super().__init__(root, transform=transform, allow_empty=True)
-
-    def find_classes(self, directory):
-        return sorted(self._given_classes, key=self._given_classes.get), self._given_classes
-
-
-def _read_folder(folder: Path, transform, class_to_idx: dict[str, int] | None):
-    """The torchvision ImageFolder at ``folder``; test splits reuse the train classes."""
-    try:
-        if class_to_idx is None:
-            return torchvision.datasets.ImageFolder(str(folder), transform=transform)
-        _check_no_new_classes(folder, class_to_idx)
-        found = _SharedClassesFolder(str(folder), transform, class_to_idx)
-    except (FileNotFoundError, NotADirectoryError):
-        found = None
-    if found is None or len(found) == 0:
-        raise DataError(f"no images found in {folder}: expected one sub-folder per class "
-                        f"holding .png/.jpg files.")
-    return found
-
-
-def _check_no_new_classes(folder: Path, class_to_idx: dict[str, int]) -> None:
-    if not folder.is_dir():
-        return
-    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in class_to_idx)
-    if extra:
-        raise DataError(f"{folder} has class folders that train/ lacks: {', '.join(extra)}.")
-
-
-class EpochSampler(Sampler[int]):
-    """This rank's indices of one epoch, a pure function of (seed, epoch); see shard_order."""
-
-    def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int, world_size: int):
-        self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(shard_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
-                                rank=self.rank, world_size=self.world_size).tolist())
-
-    def __len__(self) -> int:
-        return self.n if self.world_size == 1 else self.n // self.world_size
-
-
-class FolderLoader:
-    """Batches decoded by DataLoader workers, then augmented and normalised on the device."""
-
-    def __init__(self, batches: DataLoader, sampler: EpochSampler, transform: BatchTransform,
-                 device: torch.device, *, augment: bool):
-        self.batches, self.sampler, self.transform = batches, sampler, transform
-        self.device, self.augment = device, augment
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.epoch = epoch
-
-    def __len__(self) -> int:
-        return batches_per_epoch(len(self.sampler), self.batches.batch_size,
-                                 self.batches.drop_last)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        params = None
-        if self.augment:
-            params = augment_params(len(self.sampler), self.transform.augmentation,
-                                    seed=self.sampler.seed, epoch=self.sampler.epoch,
-                                    rank=self.sampler.rank)
-        start = 0
-        for images, labels in self.batches:
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            span = slice(start, start + len(labels))
-            start = span.stop
-            if params is None:
-                yield self.transform(images), labels
-            else:
-                offsets, flips = (p[span].to(self.device) for p in params)
-                yield self.transform(images, offsets, flips), labels
+def hold_in_memory(in_memory: bool | str, count: int, image_size: int,
+                   budget_gb: float) -> tuple[bool, str]:
+    """Whether to decode ``count`` images into memory, and if not, why (for error messages)."""
+    if not (isinstance(in_memory, bool) or in_memory == "auto"):
+        raise ConfigError(f"imagefolder.in_memory = {in_memory!r} must be 'auto', True or False.")
+    if isinstance(budget_gb, bool) or not isinstance(budget_gb, (int, float)) or budget_gb < 0:
+        raise ConfigError(f"imagefolder.memory_budget_gb = {budget_gb!r} must be a number of "
+                          f"gigabytes, at least 0.")
+    if in_memory is False:
+        return False, "imagefolder.in_memory = False"
+    needed_gb = count * 3 * image_size * image_size / 2**30
+    if needed_gb <= budget_gb:
+        return True, ""
+    over = (f"its {count:,} images decode to {needed_gb:.2f} GB, over "
+            f"imagefolder.memory_budget_gb = {budget_gb:g}")
+    if in_memory is True:
+        raise ConfigError(f"imagefolder.in_memory = True, but {over}; raise the budget, or set "
+                          f"in_memory = 'auto' to stream it from disk.")
+    return False, over

@@ -12,12 +12,13 @@ from fp.bench import Sizes, bench, format_rows
 from fp.bench.scoring import INFORMATIONAL, TARGETS, score_rows
 from fp.bench import timing as timing_module
 from fp.bench.timing import Task, Timing, compare, make_row, meets
+from fp.bench.folder import crop_and_flip, write_jpegs
 from fp.bench.training import amp_row
 from fp.errors import FpError
 
 TINY = Sizes(loop_repeats=1, score_architecture="small_cnn", score_batches=1, batch_size=8,
              train_architecture="small_cnn", train_batches=2, augment_images=32, loader_workers=2,
-             repeats=1, image_shape=(3, 8, 8))
+             repeats=1, image_shape=(3, 8, 8), folder_real=False)
 KEYS = {"name", "ratio", "target", "ok", "ratio_is", "measured_s", "baseline_s", "baseline",
         "notes", "runs_s"}
 
@@ -29,7 +30,7 @@ def rows():
 
 def test_rows_cover_every_benchmark_and_every_registered_measure(rows):
     measures = fp.make_manager(autoload=False).registries["measures"].names()
-    assert [r["name"] for r in rows] == (["train_loop", "augment"]
+    assert [r["name"] for r in rows] == (["train_loop", "augment", "folder_train"]
                                          + [f"score/{m}" for m in measures]
                                          + ["prune_surgery", "amp_channels_last"])
     assert set(TARGETS) <= set(measures)  # every target names a real measure
@@ -142,3 +143,21 @@ def test_a_cuda_bench_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(FpError, match="CUDA is not available"):
         bench(device="cuda", sizes=TINY, manager=fp.make_manager(autoload=False))
+
+
+def test_folder_rows_hand_written_augmentation_is_a_crop_and_flip_of_each_image():
+    images = torch.randint(0, 256, (16, 3, 5, 6), dtype=torch.uint8)
+    out = crop_and_flip(images, 2, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (2,) * 4)
+    windows = [padded[:, :, dy:dy + 5, dx:dx + 6] for dy in range(5) for dx in range(5)]
+    candidates = torch.stack(windows + [w.flip(-1) for w in windows], 1)   # (16, 50, 3, 5, 6)
+    matches = (candidates == out[:, None]).flatten(2).all(2)
+    assert matches.any(1).all()  # every image is one of its 25 crops, mirrored or not
+    assert matches[:, 25:].any(1).any() and matches[:, :25].any(1).any()  # both flips occur
+
+
+def test_folder_row_writes_its_own_jpegs_when_the_archive_is_absent(tmp_path):
+    write_jpegs(tmp_path, 2, (8, 8))
+    data = fp.make_manager(autoload=False).registries["datasets"].get("imagefolder")(
+        root=str(tmp_path), image_size=8, num_workers=0)
+    assert (len(data), data.num_classes, data.in_memory) == (20, 10, True)

@@ -1,10 +1,17 @@
-"""The in-memory fast path: batched augmentation, per-epoch determinism, DDP shards."""
+"""The in-memory fast path: batched augmentation, per-epoch determinism, DDP shards, and
+class-balanced subsets (data.train_per_class / data.test_per_class)."""
 import pytest
 import torch
 
+from fp import config
+from fp.build import build_setup
 from fp.data import (Augmentation, InMemoryDataset, Split, augment_batch, augment_params,
                      channel_stats, shard_order)
+from fp.dataset import Dataset
 from fp.errors import ConfigError, DataError
+from fp.evaluate import load_dataset
+from fp.manager import make_manager
+from fp.subsets import apply_subsets, per_class_indices
 
 
 class Tiny(InMemoryDataset):
@@ -140,3 +147,88 @@ def test_labels_out_of_range_are_a_data_error():
     with pytest.raises(DataError, match="labels outside 0..1"):
         InMemoryDataset().set_data(Split(images, torch.tensor([0, 2])), Split(images, torch.tensor([0, 1])),
                                    num_classes=2, mean=(0.5,), std=(0.5,), augmentation=Augmentation())
+
+
+class PerClass:
+    """Stands in for the ``data`` settings block."""
+
+    def __init__(self, train=None, test=None):
+        self.train_per_class, self.test_per_class = train, test
+
+
+def labelled(labels):
+    images = torch.arange(len(labels), dtype=torch.uint8).view(-1, 1, 1, 1)  # pixel = index
+    return Split(images, torch.tensor(labels))
+
+
+class Uneven(InMemoryDataset):
+    name = "uneven"
+
+    def __init__(self):
+        train = labelled([0] * 7 + [1] * 5 + [2] * 9)
+        self.set_data(train, labelled([0, 1, 2, 2, 1, 0]), num_classes=3, mean=(0.5,),
+                      std=(0.5,), augmentation=Augmentation(0, False))
+
+
+def test_per_class_subsets_take_the_same_count_of_every_class_in_order():
+    data = apply_subsets(Uneven(), PerClass(train=4, test=2), seed=0)
+    train = data.splits["train"]
+    assert torch.bincount(train.labels).tolist() == [4, 4, 4] and len(data) == 12
+    kept = train.images.view(-1).long()
+    assert torch.equal(kept, kept.sort().values)  # original order, so the loader's order rules
+    assert torch.equal(Uneven().splits["train"].labels[kept], train.labels)
+    assert data.splits["test"].labels.tolist() == [0, 1, 2, 2, 1, 0]  # 2 each: all of it
+    x, _ = next(iter(data.loader("train", 12)))
+    assert len(x) == 12  # loaders see the subset
+
+
+def test_per_class_subsets_are_a_function_of_the_seed():
+    def kept(seed, **counts):
+        return apply_subsets(Uneven(), PerClass(**counts), seed=seed).splits["train"].images
+    assert torch.equal(kept(3, train=2), kept(3, train=2))
+    assert any(not torch.equal(kept(3, train=2), kept(s, train=2)) for s in range(4, 8))
+    assert torch.equal(kept(3, train=2), kept(3, train=2, test=1))  # splits drawn independently
+    labels = torch.tensor([0] * 50 + [1] * 50)
+    a = per_class_indices(labels, 5, seed=0, split="train")
+    assert not torch.equal(a, per_class_indices(labels, 5, seed=0, split="test"))
+
+
+def test_a_subset_drops_the_stale_device_copy():
+    data = Uneven()
+    before = data.on_device("train", torch.device("cpu"))
+    apply_subsets(data, PerClass(train=1), seed=0)
+    assert len(data.on_device("train", torch.device("cpu")).labels) == 3 != len(before.labels)
+
+
+@pytest.mark.parametrize("counts, message", [
+    (dict(train=6), r"data.train_per_class = 6 is more than the 5 images of class 1 in the "
+                    r"train split of dataset 'uneven'; use at most 5"),
+    (dict(test=3), r"data.test_per_class = 3 is more than the 2 images"),
+    (dict(train=0), r"data.train_per_class = 0 must be a positive integer"),
+    (dict(test=1.5), r"data.test_per_class = 1.5 must be a positive integer"),
+])
+def test_impossible_subsets_are_config_errors_naming_the_binding(counts, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_subsets(Uneven(), PerClass(**counts), seed=0)
+
+
+def test_subsets_of_a_dataset_without_the_in_memory_form_are_refused():
+    class Streamed(Dataset):
+        name = "streamed"
+
+    with pytest.raises(ConfigError, match="data.test_per_class needs an in-memory dataset.*"
+                                          "'streamed' streams from disk"):
+        apply_subsets(Streamed(), PerClass(test=1), seed=0)
+    streamed = Streamed()
+    assert apply_subsets(streamed, PerClass(), seed=0) is streamed  # nothing asked: no need
+
+
+def test_runs_and_fp_eval_build_the_same_subset(tmp_path, manager):
+    bindings = ["data.dataset = 'digits'", "digits.size = 8", "data.train_per_class = 20",
+                "data.test_per_class = 7", "experiment.seed = 4", "flow.enabled = False"]
+    setup = build_setup(config.parse([], bindings, manager), manager, tmp_path / "run")
+    run = setup.run
+    assert len(run.dataset) == 200 and len(run.train_loader) == 2  # batches of 128
+    assert torch.bincount(run.dataset.splits["test"].labels).tolist() == [7] * 10
+    again = load_dataset(tmp_path / "run", None, make_manager(autoload=False), tmp_path)
+    assert torch.equal(again.splits["test"].images, run.dataset.splits["test"].images)

@@ -1,0 +1,130 @@
+"""Training from a folder of JPEGs: one epoch of ``fp run``'s training path on ``imagefolder``
+(decoded cache warm, so the images are held in memory) against a bare PyTorch loop over the same
+uint8 images in memory, augmented as a user would write it in plain torch."""
+from __future__ import annotations
+
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fp.bench.timing import compare, make_row
+from fp.bench.training import built_run, fp_epoch
+from fp.checkpoint import Setup
+from fp.config import REPO_ROOT
+from fp.manager import Manager
+
+TARGET = "<= 1.10"
+#: real CIFAR-10 as JPEGs, beside the repository (see ../shared/data/README.md) where present
+CIFAR10_JPG = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+CLASSES = 10
+
+
+def folder_row(manager: Manager, *, architecture: str, batches: int, batch_size: int,
+               repeats: int, device: torch.device, shape: tuple[int, int, int],
+               real: bool = True) -> dict[str, Any]:
+    per_class = max(1, batches * batch_size // CLASSES)  # about ``batches`` steps an epoch
+    with tempfile.TemporaryDirectory(prefix="fp-bench-folder-") as tmp:
+        root = Path(tmp)
+        use_real = real and shape == (3, 32, 32) and CIFAR10_JPG.is_file()
+        if use_real:
+            extract_cifar(root, per_class)
+        else:
+            write_jpegs(root, per_class, shape[1:])
+        cold, warm = decode_seconds(manager, root, shape[1])
+        bindings = ["data.dataset = 'imagefolder'", f"imagefolder.root = '{root}'",
+                    f"imagefolder.image_size = {shape[1]}", "imagefolder.in_memory = True"]
+        with built_run(manager, architecture=architecture, batches=batches,
+                       batch_size=batch_size, device=device, extra=bindings) as setup:
+            timing = compare(fp_epoch(setup), bare_epoch(setup), repeats=repeats, device=device)
+            images = len(setup.run.dataset)
+    source = "real CIFAR-10 JPEGs" if use_real else "JPEGs written for the bench"
+    return make_row("folder_train", timing, TARGET,
+                    baseline="bare PyTorch loop over the same uint8 images in memory, random "
+                             "crop + flip written in plain torch",
+                    notes=f"{architecture}, {images} {source} of {shape[1]} px, batch "
+                          f"{batch_size}; decode {cold:.2f} s cold, cache {warm:.2f} s warm")
+
+
+def decode_seconds(manager: Manager, root: Path, size: int) -> tuple[float, float]:
+    """Build the dataset twice: the first decodes and writes the cache, the second reads it."""
+    cls = manager.registries["datasets"].get("imagefolder")
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        cls(root=str(root), image_size=size, in_memory=True)
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
+
+
+def bare_epoch(setup: Setup):
+    """What a user writes over images held as a uint8 tensor: shuffle, pad, one random crop and
+    flip per image by advanced indexing, normalise, step. Same model, optimizer and loss."""
+    run = setup.run
+    data = run.dataset
+    held = data.on_device("train", run.device)
+    images, labels = held.images, held.labels
+    model, optimizer = run.model, run.optimizer
+    temperature, batch_size = run.config["train"]["temperature"], run.config["train"]["batch_size"]
+    pad = data.augmentation.crop_padding
+    mean = torch.tensor(data.mean, device=run.device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=run.device).view(1, -1, 1, 1)
+    gen = torch.Generator(device=run.device).manual_seed(0)
+
+    def epoch() -> None:
+        model.train()
+        order = torch.randperm(len(images), generator=gen, device=run.device)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            x = crop_and_flip(images[index], pad, gen).float().div_(255).sub_(mean).div_(std)
+            loss = F.cross_entropy(model(x) / temperature, labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return epoch
+
+
+def crop_and_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad,) * 4)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), generator=gen, device=x.device)
+    rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+    cols = (dx + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+    flip = (torch.rand(b, generator=gen, device=x.device) < 0.5).view(b, 1, 1, 1)
+    cols = torch.where(flip, 2 * dx.view(b, 1, 1, 1) + w - 1 - cols, cols)  # mirrored window
+    batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    channel = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+def extract_cifar(root: Path, per_class: int, test_per_class: int = 10) -> None:
+    """The first ``per_class`` training and ``test_per_class`` test images of every class."""
+    wanted = {"train": per_class, "test": test_per_class}
+    with tarfile.open(CIFAR10_JPG, "r:gz") as archive:
+        for member in archive:
+            parts = Path(member.name).parts
+            number = Path(parts[-1]).stem
+            if (member.isfile() and len(parts) == 3 and parts[0] in wanted
+                    and number.isdigit() and int(number) < wanted[parts[0]]):
+                target = root.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.extractfile(member).read())
+
+
+def write_jpegs(root: Path, per_class: int, size: tuple[int, int], test_per_class: int = 4) -> None:
+    """Smooth random images, one tint per class, saved as JPEGs (about CIFAR's byte size)."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for k in range(CLASSES):
+            folder = root / split / f"class{k}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+                image = Image.fromarray(coarse).resize(size[::-1], Image.BILINEAR)
+                image.save(folder / f"{i:04d}.jpg", quality=90)
