@@ -17,11 +17,16 @@ class Measure:
 
     ``temperature`` is the default T of the loss logits/T the measure scores with (the paper's
     protocol uses the training temperature, 5); data-free measures set ``needs_data = False``.
+    ``balanced`` is whether a prune event scores it on class-balanced samples by default
+    (exactly ``prune.samples // classes`` images of each class; ``prune.balanced`` overrides):
+    the seed draws them so for its Hessian-gradient measures (grasp, grad_norm) and takes the
+    training loader's first batches for every other measure.
     """
 
     name: ClassVar[str] = ""
     temperature: ClassVar[float] = 5.0
     needs_data: ClassVar[bool] = True
+    balanced: ClassVar[bool] = False
 
     def __call__(self, ctx: "ScoreContext") -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"measure {self.name!r} does not implement __call__(ctx)")

@@ -10,34 +10,66 @@ from fp import optim, pruning
 from fp.distributed import broadcast_buffers
 from fp.run import PruneEvent, Run
 from fp.schedule import PruneStep
-from fp.scoring import ScoreContext, score
+from fp.scoring import ScoreContext, sampling, score
 from fp.settings import Train
 
 
-def scoring_batches(run: Run, index: int, needs_data: bool | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``prune.samples`` training examples (fewer if the split is smaller), in batches of
-    ``prune.batch_size``, drawn afresh for each event but reproducibly (seeded by the event).
-    A data-free measure (``needs_data`` False, by default the run's measure's) gets one example,
-    for the input shape."""
+def scoring_batches(run: Run, index: int,
+                    needs_data: bool | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The event's scoring batches (see ``draw_scoring``)."""
+    return draw_scoring(run, index, needs_data)[0]
+
+
+def draw_scoring(run: Run, index: int, needs_data: bool | None = None) -> tuple[list, dict]:
+    """(batches, what the draw was for the prune record) of event ``index``: ``prune.samples``
+    training examples in batches of ``prune.batch_size``, drawn afresh for each event but
+    reproducibly (seeded by the experiment's seed and the event). Class-balanced when
+    ``prune.balanced`` (None: the measure's ``balanced``) says so: then exactly
+    ``prune.samples // classes`` of every class (``fp.scoring.sampling``), every rank holding
+    its disjoint share; otherwise each rank's shard of the shuffled split gives whole batches
+    (fewer if the split is smaller). A data-free measure (``needs_data`` False, by default the
+    run's measure's) gets one example, for the input shape."""
     prune = run.config["prune"]
     if not (run.measure.needs_data if needs_data is None else needs_data):
         loader = run.dataset.loader("train", 1, device=run.device)
-        return [next(iter(loader))]
+        return [next(iter(loader))], {}
+    seed = run.config["experiment"]["seed"] + 7919 * index
+    balanced = prune.get("balanced")
+    if balanced if balanced is not None else run.measure.balanced:
+        return _balanced(run, seed)
     loader = run.dataset.loader("train", prune["batch_size"], shuffle=True, device=run.device,
-                                seed=run.config["experiment"]["seed"] + 7919 * index,
-                                rank=run.rank, world_size=run.world_size)
+                                seed=seed, rank=run.rank, world_size=run.world_size)
     per_rank = math.ceil(prune["samples"] / (prune["batch_size"] * run.world_size))
-    return list(itertools.islice(loader, per_rank))
+    batches = list(itertools.islice(loader, per_rank))
+    # ranks' shards are equally long, so each holds the same number of samples
+    return batches, {"scoring_balanced": False,
+                     "scoring_samples": sum(len(y) for _, y in batches) * run.world_size}
 
 
-#: what ScoreContext.info says about a prune event's Hessian-gradient products, for its record
-HVP_INFO = ("hvp_method", "hvp_kept", "hvp_probe", "hvp_seconds", "hvp_fallback_reason")
+def _balanced(run: Run, seed: int) -> tuple[list, dict]:
+    """Every rank draws the same balanced set from the whole split, then keeps its share."""
+    prune, classes = run.config["prune"], run.dataset.num_classes
+    quota = sampling.per_class_quota(prune["samples"], classes, run.world_size)
+    loader = run.dataset.loader("train", prune["batch_size"], shuffle=True, device=run.device,
+                                seed=seed)
+    x, y = sampling.draw_balanced(loader, classes, quota)
+    batches = sampling.rank_share(x, y, prune["batch_size"], run.rank, run.world_size)
+    return batches, {"scoring_balanced": True, "scoring_samples": len(y),
+                     "scoring_class_counts": sampling.class_counts(y, classes)}
+
+
+#: what ScoreContext.info says about a prune event's scoring samples and Hessian-gradient
+#: products, for its record
+RECORD_INFO = ("scoring_balanced", "scoring_samples", "scoring_class_counts", "hvp_method",
+               "hvp_kept", "hvp_probe", "hvp_seconds", "hvp_fallback_reason")
 
 
 def hvp_record(event: PruneEvent) -> dict:
-    """How the event's Hg was computed (method, graphs kept, probe timings); {} without Hg."""
+    """How the event's samples were drawn (balanced or not, how many, per class when balanced)
+    and its Hg computed (method, graphs kept, probe timings); {} for a context built elsewhere
+    that has computed no Hg."""
     info = event.ctx.info if event.ctx is not None else {}
-    return {key: info[key] for key in HVP_INFO if key in info}
+    return {key: info[key] for key in RECORD_INFO if key in info}
 
 
 def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor) -> PruneEvent:
@@ -47,9 +79,10 @@ def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Te
                        granularity=prune["granularity"])
     temperature = (run.measure.temperature if prune["temperature"] is None
                    else prune["temperature"])
-    event.ctx = ScoreContext(run.model, scoring_batches(run, index), temperature=temperature,
-                             device=run.device, hvp_method=prune["hvp_method"],
-                             hvp_memory_gb=prune["hvp_memory_gb"])
+    batches, drawn = draw_scoring(run, index)
+    event.ctx = ScoreContext(run.model, batches, temperature=temperature, device=run.device,
+                             hvp_method=prune["hvp_method"], hvp_memory_gb=prune["hvp_memory_gb"])
+    event.ctx.info.update(drawn)
     run.manager.call("before_prune", run=run, event=event)
     scores = score(None, run.measure, None, granularity=event.granularity,
                    temperature=temperature, ctx=event.ctx)

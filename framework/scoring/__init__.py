@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from fp.scoring.context import DEFAULT_TEMPERATURE, ParamStats, ScoreContext, prunable_weights
-from fp.scoring.statistics import _all_reduce_mean, eval_mode
+from fp.scoring.statistics import eval_mode, weighted_mean_
 from fp.scoring.api import GRANULARITIES, resolve_measure, score
 
 #: scoring samples per prune event in the paper's protocol: 20 batches of 128
@@ -19,5 +19,5 @@ def to_weight_shape(filter_scores: Tensor, weight: Tensor) -> Tensor:
 
 
 __all__ = ["DEFAULT_SCORING_SAMPLES", "DEFAULT_TEMPERATURE", "GRANULARITIES", "ParamStats",
-           "ScoreContext", "_all_reduce_mean", "eval_mode", "prunable_weights", "resolve_measure",
-           "score", "to_weight_shape"]
+           "ScoreContext", "eval_mode", "prunable_weights", "resolve_measure",
+           "score", "to_weight_shape", "weighted_mean_"]

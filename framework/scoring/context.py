@@ -27,7 +27,8 @@ class ParamStats(dict):
 
 class ScoreContext:
     """The model, the scoring batches (on ``device``), the weights to score and lazily computed,
-    cached loss statistics: ``grad``, ``grad_sq`` and ``hess_grad`` at a temperature T.
+    cached loss statistics: ``grad``, ``grad_sq`` and ``hess_grad`` at a temperature T, each a
+    mean over scoring samples (batches may differ in size; see ``fp.scoring.statistics``).
 
     The cache is keyed by T and shared by every view from ``for_temperature``, so the measures of
     one prune event compute each statistic once. It assumes the model does not change meanwhile.
@@ -71,15 +72,18 @@ class ScoreContext:
         return F.cross_entropy(outputs / self._t(temperature), targets)
 
     def grad(self, temperature: float | None = None) -> dict[str, Tensor]:
-        """g: the mean over scoring batches of ∇L_b, for every trainable parameter."""
+        """g = Σ_b n_b ∇L_b / Σ_b n_b: the mean over scoring samples (a batch counts by its
+        size n_b, and under torch.distributed every rank's samples count), for every trainable
+        parameter."""
         return self._first_order(temperature)[0]
 
     def grad_sq(self, temperature: float | None = None) -> dict[str, Tensor]:
-        """E[g²]: the mean over scoring batches of the squared per-batch gradient (∇L_b)²."""
+        """E[g²] = Σ_b n_b (∇L_b)² / Σ_b n_b: the squared per-batch gradient, weighted by
+        batch size as ``grad`` is."""
         return self._first_order(temperature)[1]
 
     def hess_grad(self, temperature: float | None = None) -> dict[str, Tensor]:
-        """Hg: the mean over scoring batches of ∇(ḡᵀ∇L_b), ḡ = g detached."""
+        """Hg = Σ_b n_b ∇(ḡᵀ∇L_b) / Σ_b n_b, ḡ = g detached: ∇(ḡᵀg), weighted as ``grad``."""
         t = self._t(temperature)
         key = ("hess_grad", t)
         if key not in self._cache:

@@ -1,5 +1,6 @@
-"""Hg = mean_b ∇(ḡᵀ∇L_b), ḡ = g detached: the Hessian-gradient product GraSP-style measures use,
-and its filter-wise form Σ_{i∈p} θ_i (Hg)_i, which is all a filter score needs.
+"""Hg = Σ_b n_b ∇(ḡᵀ∇L_b) / Σ_b n_b, ḡ = g detached (a mean over samples, see ``statistics``):
+the Hessian-gradient product GraSP-style measures use, and its filter-wise form
+Σ_{i∈p} θ_i (Hg)_i, which is all a filter score needs. Every path below weighs batch b by n_b.
 
 Two exact ways to get H_b v:
 - double backward: differentiate the first-order graph once more (``second_order`` makes its
@@ -24,8 +25,9 @@ from torch import Tensor, nn
 
 from fp.scoring import probe as probing
 from fp.scoring.second_order import cheap_double_backward, foldable_pairs, replaceable
-from fp.scoring.statistics import (Batch, _all_reduce_mean, batch_loss, eval_mode,
-                                   mean_grad_and_sq, trainable)
+from fp.scoring.statistics import (Batch, Moments, as_on_rank_zero, batch_loss, eval_mode,
+                                   mean_grad_and_sq, sample_count, total_samples, trainable,
+                                   weighted_mean_)
 
 Scales = dict[nn.Module, Tensor]
 
@@ -40,12 +42,17 @@ def graph_grads(model: nn.Module, x: Tensor, y: Tensor, temperature: float,
 
 
 def differentiate(grad_lists: Sequence[Sequence[Tensor | None]], vec: list[Tensor],
-                  targets: Sequence[Tensor]) -> list[Tensor]:
-    """∂/∂targets of Σ_b ⟨v, ∇L_b⟩ over first-order graphs built by ``graph_grads``: one backward
-    pass through all of them (which frees them). With the parameters as targets this is Σ_b H_b v."""
-    outputs, cotangents = [], []
-    for grads in grad_lists:
-        for grad, v in zip(grads, vec):
+                  targets: Sequence[Tensor], weights: Sequence[float] | None = None
+                  ) -> list[Tensor]:
+    """∂/∂targets of Σ_b w_b ⟨v, ∇L_b⟩ over first-order graphs built by ``graph_grads`` (w_b = 1
+    without ``weights``): one backward pass through all of them (which frees them). With the
+    parameters as targets and w_b = n_b this is Σ_b n_b H_b v."""
+    outputs, cotangents, scaled = [], [], {}
+    for index, grads in enumerate(grad_lists):
+        w = 1.0 if weights is None else float(weights[index])
+        if w not in scaled:  # one w·v per distinct batch size, not per batch
+            scaled[w] = vec if w == 1.0 else [v * w for v in vec]
+        for grad, v in zip(grads, scaled[w]):
             if grad is not None and grad.requires_grad:  # else L_b is linear in that parameter
                 outputs.append(grad)
                 cotangents.append(v)
@@ -118,11 +125,12 @@ def probe(model: nn.Module, batch: Batch, temperature: float, names: list[str],
 def mean_hess_grad(model: nn.Module, batches: list[Batch], temperature: float, *, method: str,
                    info: dict, memory: float | None = None,
                    first_order: tuple[dict, dict] | None = None) -> tuple[dict, dict, dict]:
-    """(g, E[g²], Hg) over all trainable parameters at ``temperature``. ``first_order`` is (g,
-    E[g²]) if already known (then no graph can be kept). ``method`` is a key of HVP_METHODS or
-    "auto"; ``memory`` caps the bytes of kept graphs (None: MEMORY_SHARE of the free memory).
-    ``info`` receives hvp_method, hvp_kept (graphs kept of batches) and, for "auto",
-    hvp_seconds (the probe's added cost per batch of each method) and hvp_probe."""
+    """(g, E[g²], Hg) over all trainable parameters at ``temperature``, each a mean over the
+    samples of every batch (and rank). ``first_order`` is (g, E[g²]) if already known (then no
+    graph can be kept). ``method`` is a key of HVP_METHODS or "auto"; ``memory`` caps the bytes
+    of kept graphs (None: MEMORY_SHARE of the free memory). ``info`` receives hvp_method,
+    hvp_kept (graphs kept of batches) and, for "auto", hvp_seconds (the probe's added cost per
+    batch of each method) and hvp_probe."""
     names, params = trainable(model)
     if not names:
         return {}, {}, {}
@@ -138,12 +146,14 @@ def mean_hess_grad(model: nn.Module, batches: list[Batch], temperature: float, *
             vec = [grad[n].detach() for n in names]
             hv = [torch.zeros_like(p) for p in params]
             for x, y in batches:
+                n = sample_count((x, y))
                 for acc, h in zip(hv, HVP_METHODS[chosen](model, x, y, temperature, names,
                                                           params, vec)):
-                    acc.add_(h)
+                    acc.add_(h, alpha=n)
             info["hvp_kept"] = f"0/{len(batches)}"
-    means = _all_reduce_mean([t.div_(len(batches)) for t in hv])
+    means = weighted_mean_(hv, total_samples(batches))
     return grad, grad_sq, dict(zip(names, means))
+
 
 
 def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: float,
@@ -177,7 +187,7 @@ def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: f
                                      for n, s in scales.items()})
         dots = [d if n in scales else filter_sums(trained[n].detach() * d)
                 for n, d in zip(trained, sums)]
-        means = dict(zip(trained, _all_reduce_mean([t.div_(len(batches)) for t in dots])))
+        means = dict(zip(trained, weighted_mean_(dots, total_samples(batches))))
         _correct_for_folds(model, means, grad)  # in eval mode: folding is of eval-mode BatchNorm
     return grad, grad_sq, means
 
@@ -187,7 +197,7 @@ def _correct_for_folds(model: nn.Module, dots: dict[str, Tensor], grad: dict[str
     scales reach W through W' but ∂W'/∂γ = W/σ, which moves with W, lies outside their graph:
     its share of Σ_{i∈p} θ_i (Hg)_i is g_γ·(∂L/∂γ through W'). The folded bias c = β + (b − μ)γ/σ
     (b the convolution's own bias) has ∂L/∂c = ∂L/∂β, so that share is g_γ·(g_γ + (μ − b)/σ·g_β),
-    linear in the batch gradients and so exact for their mean."""
+    linear in the batch gradients and so exact for their sample-weighted mean."""
     for conv, bn_name in foldable_pairs(model).items():
         bn, weight = model.get_submodule(bn_name), f"{conv}.weight" if conv else "weight"
         prefix = f"{bn_name}." if bn_name else ""
@@ -220,7 +230,8 @@ def _filter_scales(model: nn.Module, weights: dict[str, Tensor]) -> dict[str, Te
 def second_order_sums(model, batches, temperature, names, params, budget, info, *,
                       first_order=None, targets=None,
                       scales=None) -> tuple[dict, dict, list[Tensor]]:
-    """(g, E[g²], Σ_b ∂/∂targets ⟨ḡ, ∇L_b⟩); targets default to ``params`` (giving Σ_b H_b g).
+    """(g, E[g²], Σ_b n_b ∂/∂targets ⟨ḡ, ∇L_b⟩); targets default to ``params`` (giving
+    Σ_b n_b H_b g; the caller divides by N after summing over ranks).
     Without ``first_order``, one forward and create_graph backward per batch gives g and E[g²]
     and keeps the graphs that fit ``budget``; one backward pass through them follows, and the
     batches whose graph did not fit are recomputed. With it, every batch is recomputed."""
@@ -231,21 +242,23 @@ def second_order_sums(model, batches, temperature, names, params, budget, info, 
                                                  budget, info, scales)
     grad, grad_sq = first_order
     vec = [grad[n].detach() for n in names]
-    sums = differentiate(kept, vec, targets)
+    recomputed = set(dropped)
+    sizes = [sample_count(b) for i, b in enumerate(batches) if i not in recomputed]
+    sums = differentiate(kept, vec, targets, sizes)
     info["hvp_kept"] = f"{len(kept)}/{len(batches)}"
     del kept
     for index in dropped:
         x, y = batches[index]
         again = graph_grads(model, x, y, temperature, params, scales)
-        for acc, d in zip(sums, differentiate([again], vec, targets)):
+        for acc, d in zip(sums, differentiate([again], vec, targets, [sample_count((x, y))])):
             acc.add_(d)
     return grad, grad_sq, sums
 
 
 def _first_pass(model, batches, temperature, names, params, budget, info, scales):
-    """g, E[g²] (averaged over batches and ranks), the kept graphs and the dropped batches."""
-    total = [torch.zeros_like(p) for p in params]
-    total_sq = [torch.zeros_like(p) for p in params]
+    """g, E[g²] (means over the samples of every batch and rank), the kept graphs (of the first
+    batches) and the dropped batches."""
+    moments = Moments(params)
     kept, dropped, capacity = [], [], len(batches)
     for index, (x, y) in enumerate(batches):
         saved = probing.SavedBytes(params) if index == 0 else None
@@ -257,17 +270,12 @@ def _first_pass(model, batches, temperature, names, params, budget, info, scales
         if saved is not None:
             capacity = round(probing.kept_share(saved.bytes, budget, len(batches)) * len(batches))
             info["hvp_graph_mb"] = round(saved.bytes / 2 ** 20, 1)
-        for acc, acc_sq, grad in zip(total, total_sq, grads):
-            if grad is not None:
-                acc.add_(grad.detach())
-                acc_sq.addcmul_(grad.detach(), grad.detach())
+        moments.add(grads, sample_count((x, y)))
         if index < capacity:
             kept.append(grads)
         else:
             dropped.append(index)
-    means = _all_reduce_mean([t.div_(len(batches)) for t in total + total_sq])
-    first_order = dict(zip(names, means[:len(names)])), dict(zip(names, means[len(names):]))
-    return first_order, kept, dropped
+    return moments.means(names), kept, dropped
 
 
 def _choose(model, batches, temperature, names, params, method, info, memory,
@@ -291,4 +299,5 @@ def _auto(model, batches, temperature, names, params, info, budget, first_order)
     info["hvp_seconds"] = {m: round(s, 6) for m, s in found.costs(kept).items()}
     if found.jvp_error:
         info["hvp_fallback_reason"] = found.jvp_error
-    return found.choice(kept)
+    # ranks time their own probes; they must agree, as the two methods' collectives differ
+    return as_on_rank_zero(found.choice(kept))

@@ -1,10 +1,15 @@
 """First-order statistics of the scoring loss, computed once per prune event and shared by measures
 (the Hessian-gradient product is in ``hvp``).
 
-L_b is the cross-entropy of logits/T on scoring batch b (mean over the batch). As in the paper's
-seed code the model is in eval mode (BatchNorm on running statistics) and every trainable parameter
-takes part: g = mean_b ∇L_b, E[g²] = mean_b (∇L_b)², and Hg = mean_b ∇(ḡᵀ∇L_b) with ḡ = g
-detached. Means are over batches (each batch weighs the same), then over distributed ranks.
+L_b is the cross-entropy of logits/T on scoring batch b (the mean over its n_b samples). As in
+the paper's seed code the model is in eval mode (BatchNorm on running statistics), every
+trainable parameter takes part, and every statistic is a mean over *samples*, so a short last
+batch counts by its size: with N = Σ_b n_b,
+
+    g = Σ_b n_b ∇L_b / N,    E[g²] = Σ_b n_b (∇L_b)² / N,    Hg = Σ_b n_b ∇(ḡᵀ∇L_b) / N,
+
+ḡ = g detached. Under torch.distributed the sums and N are summed over ranks before dividing, so
+each rank's share counts by its samples and every rank ends with the same statistics.
 """
 from __future__ import annotations
 
@@ -36,27 +41,77 @@ def batch_loss(model: nn.Module, x: Tensor, y: Tensor, temperature: float) -> Te
     return F.cross_entropy(model(x) / temperature, y)
 
 
+def sample_count(batch: Batch) -> int:
+    """n_b, the samples the batch's mean loss averages over: its number of targets."""
+    return int(batch[1].shape[0])
+
+
+def total_samples(batches: Sequence[Batch]) -> int:
+    """N = Σ_b n_b over the batches (one rank's)."""
+    return sum(sample_count(batch) for batch in batches)
+
+
 def trainable(model: nn.Module) -> tuple[list[str], list[nn.Parameter]]:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [n for n, _ in named], [p for _, p in named]
 
 
-def _all_reduce_mean(tensors: Sequence[Tensor]) -> Sequence[Tensor]:
-    """Average ``tensors`` in place over the ranks of the default process group, so every rank
-    ranks filters on identical scores; a no-op outside torch.distributed or with one rank."""
-    if not tensors or not (dist.is_available() and dist.is_initialized()):
-        return tensors
-    world = dist.get_world_size()
-    if world < 2:
-        return tensors
-    flat = torch.cat([t.reshape(-1) for t in tensors])  # one collective instead of one per tensor
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def as_on_rank_zero(value):
+    """``value`` as rank 0 of the default process group has it, on every rank (a picklable
+    value; itself outside torch.distributed)."""
+    if not _distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def weighted_mean_(sums: Sequence[Tensor], count: float) -> Sequence[Tensor]:
+    """Each of ``sums`` (a Σ_b n_b s_b) divided in place by ``count`` (its Σ_b n_b), both first
+    summed over the ranks of the default process group: one collective for all of them, so the
+    result is the mean over every rank's samples, identical on every rank."""
+    if not sums:
+        return sums
+    if not _distributed():
+        for t in sums:
+            t.div_(count)
+        return sums
+    dtype = torch.promote_types(sums[0].dtype, torch.float32)  # N exact whatever the params
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in sums]
+                     + [torch.tensor([float(count)], dtype=dtype, device=sums[0].device)])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world
+    flat = flat[:-1] / flat[-1]
     offset = 0
-    for t in tensors:
+    for t in sums:
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
-    return tensors
+    return sums
+
+
+class Moments:
+    """Running Σ_b n_b ∇L_b, Σ_b n_b (∇L_b)² and N = Σ_b n_b over the batches ``add``ed."""
+
+    def __init__(self, params: Sequence[Tensor]):
+        self.total = [torch.zeros_like(p) for p in params]
+        self.total_sq = [torch.zeros_like(p) for p in params]
+        self.count = 0
+
+    def add(self, grads: Sequence[Tensor | None], n: int) -> None:
+        for acc, acc_sq, grad in zip(self.total, self.total_sq, grads):
+            if grad is not None:
+                grad = grad.detach()
+                acc.add_(grad, alpha=n)
+                acc_sq.addcmul_(grad, grad, value=n)
+        self.count += n
+
+    def means(self, names: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(g, E[g²]) by parameter name, over this rank's samples and every other rank's."""
+        means = weighted_mean_(self.total + self.total_sq, self.count)
+        return dict(zip(names, means[:len(names)])), dict(zip(names, means[len(names):]))
 
 
 def mean_grad_and_sq(model: nn.Module, batches: list[Batch],
@@ -67,16 +122,11 @@ def mean_grad_and_sq(model: nn.Module, batches: list[Batch],
         return {}, {}
     from fp.scoring.second_order import cheap_double_backward  # it reads eval_mode from here
 
-    total = [torch.zeros_like(p) for p in params]
-    total_sq = [torch.zeros_like(p) for p in params]
+    moments = Moments(params)
     # the folded layers compute the same gradient without BatchNorm's own passes over the data
     with eval_mode(model), torch.enable_grad(), cheap_double_backward(model):
         for x, y in batches:
             grads = torch.autograd.grad(batch_loss(model, x, y, temperature), params,
                                         allow_unused=True)
-            for acc, acc_sq, grad in zip(total, total_sq, grads):
-                if grad is not None:
-                    acc.add_(grad)
-                    acc_sq.addcmul_(grad, grad)
-    means = _all_reduce_mean([t.div_(len(batches)) for t in total + total_sq])
-    return dict(zip(names, means[:len(names)])), dict(zip(names, means[len(names):]))
+            moments.add(grads, sample_count((x, y)))
+    return moments.means(names)

@@ -87,10 +87,11 @@ def diagnostic_batches(run, event) -> list:
 
 @torch.no_grad()
 def mean_loss(model: torch.nn.Module, batches: list, temperature: float) -> float:
-    """The scoring loss: the mean over batches of each batch's mean cross-entropy of logits/T."""
+    """The scoring loss, whose gradient is ``ScoreContext.grad``: the cross-entropy of logits/T,
+    a mean over samples (Σ_b n_b L_b / Σ_b n_b)."""
     with eval_mode(model):
-        losses = [batch_loss(model, x, y, temperature) for x, y in batches]
-    return float(torch.stack(losses).mean())
+        losses = [batch_loss(model, x, y, temperature) * len(y) for x, y in batches]
+    return float(torch.stack(losses).sum() / sum(len(y) for _, y in batches))
 
 
 def grad_norm_sq(grad: dict[str, Tensor]) -> float:

@@ -6,8 +6,9 @@ from fp.scoring import to_weight_shape
 class BnTaylor(LossMeasure):
     """BatchNorm Taylor γ_p²·E[g_γ²] + β_p²·E[g_β²] of the following BatchNorm.
 
-    Seed name: nvidia. E[g²] is the mean over scoring batches of the squared per-batch gradient;
-    layers without a following (affine) BatchNorm are not scored.
+    Seed name: nvidia. E[g²] = Σ_b n_b (∇L_b)² / Σ_b n_b, the squared per-batch gradient
+    weighted by batch size, as the seed weighs it; layers without a following (affine)
+    BatchNorm are not scored.
     """
 
     name = "bn_taylor"

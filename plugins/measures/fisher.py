@@ -1,9 +1,9 @@
-"""Fisher: θ² times the mean squared per-batch gradient."""
+"""Fisher: θ² times the squared per-batch gradient, weighted by batch size."""
 from fp.plugins.measures._loss import LossMeasure
 
 
 class Fisher(LossMeasure):
-    """Fisher θ² · mean_b (∇L_b)²; a filter scores the sum.
+    """Fisher θ² · E[g²], E[g²] = Σ_b n_b (∇L_b)² / Σ_b n_b; a filter scores the sum.
 
     Seed name: fisher.
     """

@@ -6,10 +6,13 @@ class GradNorm(LossMeasure):
     """Gradient-norm preservation |θ ⊙ Hg|; a filter scores |Σ θ_i (Hg)_i|.
 
     Seed name: grad_preserve. Default T = 1.
+    Scored on class-balanced samples by default (``prune.samples // classes`` images of each
+    class), as the seed scores it.
     """
 
     name = "grad_norm"
     temperature = 1.0
+    balanced = True
 
     def products(self, ctx):
         hess_grad = ctx.hess_grad()

@@ -6,10 +6,13 @@ class Grasp(LossMeasure):
     """Gradient-norm increase (GraSP) θ ⊙ Hg, signed; a filter scores Σ θ_i (Hg)_i.
 
     Seed name: grasp. Default T = 200, the seed's.
+    Scored on class-balanced samples by default (``prune.samples // classes`` images of each
+    class), as the seed scores it.
     """
 
     name = "grasp"
     temperature = 200.0
+    balanced = True
 
     def __call__(self, ctx):
         hess_grad = ctx.hess_grad()

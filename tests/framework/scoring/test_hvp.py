@@ -11,6 +11,7 @@ from fp.run import PruneEvent
 from fp.scoring import ScoreContext, hvp
 from fp.scoring import probe as probing
 from fp.settings import Prune
+from fp.validation import check_fields
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +108,7 @@ def test_memory_cap_and_method_are_checked(model, batches):
     with pytest.raises(ConfigError, match="prune.hvp_method"):
         Prune(hvp_method="newton").validate()
     with pytest.raises(ConfigError, match="prune.hvp_memory_gb"):
-        Prune(hvp_memory_gb=-0.5).validate()
+        check_fields("prune", Prune(hvp_memory_gb=-0.5))  # settings check fields, then validate()
 
 
 def test_a_prune_event_records_how_hg_was_computed(model, batches):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fp.errors import ConfigError
-from fp.scoring import ScoreContext, _all_reduce_mean, eval_mode, hvp
+from fp.scoring import ScoreContext, eval_mode, hvp, weighted_mean_
 
 
 def per_batch_grads(model, batches, temperature):
@@ -102,7 +102,8 @@ def test_eval_mode_restores_each_submodules_own_mode(model):
     assert model.training and model.bn1.training and not model.bn2.training
 
 
-def test_all_reduce_mean_is_a_no_op_in_one_process():
-    tensors = [torch.ones(3), torch.full((2, 2), 2.0)]
-    assert _all_reduce_mean(tensors) is tensors
-    assert torch.equal(tensors[1], torch.full((2, 2), 2.0))
+def test_weighted_mean_in_one_process_divides_by_the_sample_count():
+    tensors = [torch.full((3,), 6.0), torch.full((2, 2), 9.0)]
+    assert weighted_mean_(tensors, 3) is tensors
+    assert torch.equal(tensors[0], torch.full((3,), 2.0))
+    assert torch.equal(tensors[1], torch.full((2, 2), 3.0))

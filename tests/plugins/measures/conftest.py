@@ -1,5 +1,7 @@
-"""A tiny float64 network, scoring batches, and importance statistics computed independently of
-fp.scoring (plain autograd loops, torch.autograd.functional.hvp) to check each measure against."""
+"""A tiny float64 network, scoring batches (equal and unequal in size), and importance statistics
+computed independently of fp.scoring (plain autograd on the stock layers) from their definitions,
+means over samples: with N = Σ_b n_b, g = Σ_b n_b ∇L_b / N, E[g²] = Σ_b n_b (∇L_b)² / N and
+Hg = ∇(ḡᵀg) = H g, H the Hessian of the loss summed over every sample, over N."""
 import copy
 
 import pytest
@@ -52,11 +54,17 @@ def weights(model):
     return {name: model.get_parameter(name).detach().clone() for name in WEIGHTS}
 
 
-@pytest.fixture
-def batches():
-    gen = torch.Generator().manual_seed(1)
-    return [(torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64),
-             torch.randint(0, 3, (4,), generator=gen)) for _ in range(3)]
+def make_batches(sizes, seed: int = 1, shape=(3, 8, 8), classes: int = 3):
+    """float64 batches of the given sizes (inputs, targets in [0, classes))."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, *shape, generator=gen, dtype=torch.float64),
+             torch.randint(0, classes, (n,), generator=gen)) for n in sizes]
+
+
+@pytest.fixture(params=[(4, 4, 4), (5, 3)], ids=["equal", "unequal"])
+def batches(request):
+    """Three equal batches, or two unequal ones (where a mean over batches is not over samples)."""
+    return make_batches(request.param)
 
 
 @pytest.fixture(scope="session")
@@ -77,21 +85,20 @@ def reference_stats(model: nn.Module, batches, temperature: float) -> dict[str, 
     net = copy.deepcopy(model).eval()
     names = [n for n, p in net.named_parameters() if p.requires_grad]
     params = [net.get_parameter(n) for n in names]
-    per_batch = []
-    for x, y in batches:
-        loss = F.cross_entropy(net(x) / temperature, y)
-        per_batch.append(torch.autograd.grad(loss, params))
-    grad = [torch.stack(gs).mean(0) for gs in zip(*per_batch)]
-    grad_sq = [torch.stack([g * g for g in gs]).mean(0) for gs in zip(*per_batch)]
+    sizes = torch.tensor([float(len(y)) for _, y in batches], dtype=torch.float64)
+    share = sizes / sizes.sum()  # n_b / N
+    per_batch = [torch.autograd.grad(F.cross_entropy(net(x) / temperature, y), params)
+                 for x, y in batches]
 
-    def mean_loss(*values):
-        state = dict(zip(names, values))
-        losses = [F.cross_entropy(torch.func.functional_call(net, state, (x,)) / temperature, y)
-                  for x, y in batches]
-        return torch.stack(losses).mean()
+    def weighted(values):  # Σ_b (n_b / N) v_b
+        return sum(s * v for s, v in zip(share, values))
 
-    _, hess_grad = torch.autograd.functional.hvp(
-        mean_loss, tuple(p.detach() for p in params), tuple(grad))
+    grad = [weighted(gs) for gs in zip(*per_batch)]
+    grad_sq = [weighted([g * g for g in gs]) for gs in zip(*per_batch)]
+    # H g of the loss summed over every sample, over N: one double backward of the whole sum
+    total = sum(F.cross_entropy(net(x) / temperature, y, reduction="sum") for x, y in batches)
+    first = torch.autograd.grad(total / sizes.sum(), params, create_graph=True)
+    hess_grad = torch.autograd.grad(sum((d * g).sum() for d, g in zip(first, grad)), params)
     return {"grad": dict(zip(names, grad)), "grad_sq": dict(zip(names, grad_sq)),
             "hess_grad": dict(zip(names, hess_grad))}
 
