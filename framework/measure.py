@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover  (torch is imported when scoring, not to list measures)
+    import torch
 
-if TYPE_CHECKING:  # pragma: no cover
     from fp.scoring import ScoreContext
 
 
@@ -42,3 +42,8 @@ class Measure:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def to_weight_shape(filter_scores: "torch.Tensor", weight: "torch.Tensor") -> "torch.Tensor":
+    """Broadcast one score per output channel over the rest of the weight's shape."""
+    return filter_scores.reshape(-1, *[1] * (weight.dim() - 1)).expand_as(weight).clone()

@@ -1,9 +1,6 @@
 """A prune event inside a run: score, let plugins see or replace the scores, prune, rebuild."""
 from __future__ import annotations
 
-import itertools
-import math
-
 import torch
 
 from fp import optim, pruning
@@ -39,11 +36,23 @@ def draw_scoring(run: Run, index: int, needs_data: bool | None = None) -> tuple[
         return _balanced(run, seed)
     loader = run.dataset.loader("train", prune["batch_size"], shuffle=True, device=run.device,
                                 seed=seed, rank=run.rank, world_size=run.world_size)
-    per_rank = math.ceil(prune["samples"] / (prune["batch_size"] * run.world_size))
-    batches = list(itertools.islice(loader, per_rank))
+    batches = first_samples(loader, max(1, prune["samples"] // run.world_size))
     # ranks' shards are equally long, so each holds the same number of samples
     return batches, {"scoring_balanced": False,
                      "scoring_samples": sum(len(y) for _, y in batches) * run.world_size}
+
+
+def first_samples(loader, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's first ``count`` examples (fewer if it runs out), the last batch cut short:
+    ``prune.samples = 300`` scores 300 images, two batches of 128 and one of 44."""
+    batches, taken = [], 0
+    for x, y in loader:
+        keep = min(len(y), count - taken)
+        batches.append((x[:keep], y[:keep]))
+        taken += keep
+        if taken >= count:
+            break
+    return batches
 
 
 def _balanced(run: Run, seed: int) -> tuple[list, dict]:

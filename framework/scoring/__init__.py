@@ -3,19 +3,13 @@
 """
 from __future__ import annotations
 
-from torch import Tensor
-
 from fp.scoring.context import DEFAULT_TEMPERATURE, ParamStats, ScoreContext, prunable_weights
 from fp.scoring.statistics import eval_mode, weighted_mean_
 from fp.scoring.api import GRANULARITIES, resolve_measure, score
+from fp.measure import to_weight_shape
 
 #: scoring samples per prune event in the paper's protocol: 20 batches of 128
 DEFAULT_SCORING_SAMPLES = 2560
-
-
-def to_weight_shape(filter_scores: Tensor, weight: Tensor) -> Tensor:
-    """Broadcast one score per output channel over the rest of the weight's shape."""
-    return filter_scores.reshape(-1, *[1] * (weight.dim() - 1)).expand_as(weight).clone()
 
 
 __all__ = ["DEFAULT_SCORING_SAMPLES", "DEFAULT_TEMPERATURE", "GRANULARITIES", "ParamStats",

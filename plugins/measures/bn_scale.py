@@ -1,6 +1,6 @@
 """BatchNorm scale: a filter scores |γ| of the BatchNorm that normalises it."""
 import fp
-from fp.scoring import to_weight_shape
+from fp.measure import to_weight_shape
 
 
 class BnScale(fp.Measure):

@@ -1,6 +1,6 @@
 """BatchNorm Taylor (NVIDIA): γ²·E[g_γ²] + β²·E[g_β²] of the following BatchNorm."""
 from fp.plugins.measures._loss import LossMeasure
-from fp.scoring import to_weight_shape
+from fp.measure import to_weight_shape
 
 
 class BnTaylor(LossMeasure):

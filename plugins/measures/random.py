@@ -1,6 +1,4 @@
 """Random: uniform scores, reproducible from a seed (the baseline every measure must beat)."""
-import torch
-
 import fp
 
 
@@ -17,11 +15,15 @@ class Random(fp.Measure):
         self.seed = seed
 
     def __call__(self, ctx):
+        import torch  # here, not at import: `fp list measures` does not need torch
+
         generator = torch.Generator().manual_seed(self.seed)
         return {n: torch.rand(w.shape, generator=generator).to(w.device)
                 for n, w in ctx.weights.items()}
 
     def filter_scores(self, ctx):
+        import torch
+
         generator = torch.Generator().manual_seed(self.seed)
         return {n: torch.rand(w.shape[0], generator=generator).to(w.device)
                 for n, w in ctx.weights.items()}

@@ -1,10 +1,13 @@
 """SynFlow: data-free synaptic flow (Tanaka et al. 2020)."""
-import torch
-from torch.func import functional_call
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import fp
 from fp.errors import DataError
-from fp.scoring.statistics import eval_mode
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 class SynFlow(fp.Measure):
@@ -24,6 +27,11 @@ class SynFlow(fp.Measure):
         if ctx.input_shape is None:
             raise DataError("synflow needs the input shape: give one scoring batch or "
                             "ScoreContext(input_shape=...).")
+        import torch  # here, not at import: `fp list measures` does not need torch
+        from torch.func import functional_call
+
+        from fp.scoring.statistics import eval_mode
+
         state = linearised_state(ctx.model)
         weights = [state[n].requires_grad_(True) for n in ctx.weights]
         ones = torch.ones((1, *ctx.input_shape), dtype=torch.float64, device=ctx.device)

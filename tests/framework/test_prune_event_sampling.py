@@ -106,7 +106,7 @@ def test_which_measures_are_balanced_by_default_and_the_setting_overrides():
     assert fp.Measure.balanced is False
     data = Labelled([90, 10])  # the shuffled split's first batches are mostly class 0
     snip = make_run(data, samples=20, measure="snip")
-    assert draw_scoring(snip, 1)[1] == {"scoring_balanced": False, "scoring_samples": 32}
+    assert draw_scoring(snip, 1)[1] == {"scoring_balanced": False, "scoring_samples": 20}  # exactly prune.samples
     assert counts(scoring_batches(make_run(data, samples=20, measure="snip", balanced=True), 1),
                   2) == [10, 10]
     assert draw_scoring(make_run(data, samples=20, balanced=False), 1)[1]["scoring_balanced"] \
@@ -148,3 +148,12 @@ def test_a_real_dataset_draws_balanced_batches():
     batches = scoring_batches(make_run(digits, samples=100, batch_size=32), 3)
     assert counts(batches, 10) == [10] * 10
     assert [len(y) for _, y in batches] == [32, 32, 32, 4]
+
+
+def test_unbalanced_draws_score_exactly_prune_samples_with_a_short_last_batch():
+    data = Labelled([50, 50])
+    batches = scoring_batches(make_run(data, samples=40, batch_size=16, measure="snip"), 1)
+    assert [len(y) for _, y in batches] == [16, 16, 8]
+    shares = [scoring_batches(make_run(data, samples=40, batch_size=16, measure="snip", rank=r,
+                                       world_size=2), 1) for r in (0, 1)]
+    assert [sum(len(y) for _, y in s) for s in shares] == [20, 20]
