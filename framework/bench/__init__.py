@@ -4,7 +4,8 @@ interleaved, each side's fastest repetition), so load from other processes is fi
 rather than averaged in.
 
 Rows: ``train_loop``, ``augment``, ``folder_train``, ``score/<measure>`` for every registered
-measure, ``prune_surgery`` and, on CUDA, ``amp_channels_last``.
+measure, ``prune_surgery``, ``amp_channels_last`` (on CUDA), and ``cli_help`` /
+``cli_list_measures`` (fresh ``fp`` processes against a fresh ``import typer``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fp.bench.augment import augment_row
+from fp.bench.cli import cli_rows
 from fp.bench.folder import folder_row
 from fp.bench.scoring import score_rows
 from fp.bench.surgery import prune_surgery_row
@@ -82,6 +84,8 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
     score_rows(model, batches, measures, repeats=sizes.repeats, device=where, on_row=add)
     add(prune_surgery_row(model, batches[0], repeats=sizes.repeats, device=where))
     add(mixed_precision_row(manager, sizes, where))
+    for row in cli_rows(repeats=sizes.repeats):
+        add(row)
     return rows
 
 

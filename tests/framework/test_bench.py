@@ -32,7 +32,8 @@ def test_rows_cover_every_benchmark_and_every_registered_measure(rows):
     measures = fp.make_manager(autoload=False).registries["measures"].names()
     assert [r["name"] for r in rows] == (["train_loop", "augment", "folder_train"]
                                          + [f"score/{m}" for m in measures]
-                                         + ["prune_surgery", "amp_channels_last"])
+                                         + ["prune_surgery", "amp_channels_last", "cli_help",
+                                            "cli_list_measures"])
     assert set(TARGETS) <= set(measures)  # every target names a real measure
 
 
