@@ -40,6 +40,21 @@ def parse(files: Sequence[str | os.PathLike], bindings: Sequence[str], manager: 
     return resolved
 
 
+def parse_recorded(path: Path, manager: Manager) -> settings.Settings:
+    """Parse a run directory's recorded ``config.gin``. fp writes bindings only, so a file with
+    ``import`` or ``include`` lines was not written by fp and is refused unread: reading it
+    would import modules or open other files that the file names."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}).") from None
+    for number, line in enumerate(lines, 1):
+        if re.match(r"\s*(import|from|include)\s", line):
+            raise ConfigError(f"{path}, line {number}: a recorded run config holds bindings only, "
+                              f"not {line.split()[0]!r} statements; it was refused unread.")
+    return parse([path], [], manager)
+
+
 def check_bound_values() -> None:
     """Check every bound value against the annotation of the parameter it binds (settings
     fields, plugin constructor arguments, configurable functions) before anything is built."""

@@ -14,7 +14,7 @@ from torch import nn
 
 from fp import pruning
 from fp.checkpoint import resolve_device
-from fp.config import parse as parse_config
+from fp.config import parse_recorded
 from fp.errors import CheckpointError, ConfigError
 from fp.manager import Manager, make_manager
 from fp.pruning.arch import arch_of
@@ -80,7 +80,7 @@ def load_dataset(run_dir: Path | None, name: str | None, manager: Manager, model
     (``digits.size``, ``cifar10.root``, ...) read back from the run's config.gin."""
     datasets = manager.registries["datasets"]
     if run_dir is not None and (run_dir / "config.gin").is_file():
-        settings = parse_config([run_dir / "config.gin"], [], manager)  # binds the dataset's args
+        settings = parse_recorded(run_dir / "config.gin", manager)  # binds the dataset's args
         if name and name != settings.data.dataset:
             return datasets.build(name)
         # the run's own dataset: the test images it was evaluated on (data.test_per_class)

@@ -80,3 +80,13 @@ def test_missing_include_is_named(manager, tmp_path):
     cfg.write_text("include 'nowhere/base.gin'\n")
     with pytest.raises(ConfigError, match="nowhere/base.gin"):
         parse(manager, [cfg])
+
+
+@pytest.mark.parametrize("statement", ["import os", "from os import path", "include 'other.gin'"])
+def test_a_recorded_run_config_with_statements_is_refused_unread(manager, tmp_path, statement):
+    recorded = tmp_path / "config.gin"
+    recorded.write_text(f"data.dataset = 'digits'\n{statement}\n")
+    with pytest.raises(ConfigError, match=r"config.gin, line 2: .*refused unread"):
+        config.parse_recorded(recorded, manager)
+    recorded.write_text("data.dataset = 'digits'\ndigits.size = 8\n")
+    assert config.parse_recorded(recorded, manager).data.dataset == "digits"
