@@ -16,12 +16,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from fp.manager import make_manager
     from fp.measure import Measure
     from fp.schedule import PruneStep, Schedule
+    from fp.validation import OneOf, Range
 
 #: public name -> the module defining it, imported on first use so that ``import fp`` (and so
 #: ``fp --help``) does not import torch
 _LAZY = {"Dataset": "fp.dataset", "Loader": "fp.dataset", "hookimpl": "fp.hookspecs",
          "hookspec": "fp.hookspecs", "make_manager": "fp.manager", "Measure": "fp.measure",
-         "PruneStep": "fp.schedule", "Schedule": "fp.schedule"}
+         "PruneStep": "fp.schedule", "Schedule": "fp.schedule", "Range": "fp.validation",
+         "OneOf": "fp.validation"}
 
 
 def __getattr__(name: str):
@@ -67,5 +69,5 @@ def save(model, path):
     return _save(model, path)
 
 
-__all__ = ["Dataset", "FpError", "Loader", "Measure", "PruneStep", "Schedule", "hookimpl",
+__all__ = ["Dataset", "FpError", "Loader", "Measure", "OneOf", "PruneStep", "Range", "Schedule", "hookimpl",
            "hookspec", "load", "make_manager", "prune", "save", "score"]

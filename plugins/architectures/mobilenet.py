@@ -1,8 +1,11 @@
 """MobileNet-V1 for CIFAR (Howard et al. 2017), the variant of the seed paper's code."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch import nn
 
+import fp
 from fp.errors import ConfigError
 from fp.plugins.architectures._layers import PooledClassifier, conv_bn_relu
 
@@ -25,7 +28,7 @@ class MobileNetV1(PooledClassifier):
     name = "mobilenet_v1"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3,
-                 width_multiplier: float = 1.0) -> None:
+                 width_multiplier: Annotated[float, fp.Range(gt=0)] = 1.0) -> None:
         if width_multiplier <= 0:
             raise ConfigError(f"mobilenet_v1.width_multiplier must be positive, "
                               f"got {width_multiplier}.")

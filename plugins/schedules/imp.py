@@ -1,6 +1,8 @@
 """Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020)."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import fp
 from fp.errors import ConfigError
 from fp.schedule import PruneStep
@@ -13,7 +15,7 @@ class IterativeMagnitude(fp.Schedule):
 
     name = "imp"
 
-    def __init__(self, rewind_epoch: int = 0):
+    def __init__(self, rewind_epoch: Annotated[int, fp.Range(ge=0)] = 0):
         # the engine restores the surviving weights saved after this many epochs of the first
         # cycle (0 = the initialisation, as in the original lottery-ticket experiments)
         self.rewind_epoch = rewind_epoch

@@ -1,6 +1,8 @@
 """One prune event: at initialisation (pruning before training) or at the end of a given epoch."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import fp
 from fp.schedule import PruneStep
 
@@ -12,7 +14,7 @@ class OneShot(fp.Schedule):
 
     name = "oneshot"
 
-    def __init__(self, epoch: int = 0):
+    def __init__(self, epoch: Annotated[int, fp.Range(ge=0)] = 0):
         self.epoch = epoch
 
     def plan(self, target: float, rounds: int, epochs: int,

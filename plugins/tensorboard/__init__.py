@@ -22,7 +22,7 @@ events), ``tensorboard.log_every`` (steps between batch-loss points, 0 = none). 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import gin
 import torch
@@ -49,7 +49,7 @@ EPOCH_TAGS = {
 
 @gin.configurable("tensorboard")
 def tensorboard(enabled: bool = True, histograms: bool = True,
-                log_every: int = 50) -> dict[str, Any]:
+                log_every: Annotated[int, fp.Range(ge=1)] = 50) -> dict[str, Any]:
     """TensorBoard settings: write event files at all, write prune-score histograms, and the
     number of optimizer steps between two batch-loss points (0 = per-epoch values only)."""
     if int(log_every) != log_every or log_every < 0:
