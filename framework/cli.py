@@ -132,9 +132,17 @@ def sweep_cmd(
 
     from fp.sweep import live_table, sweep
 
-    with Live(live_table([]), console=out, refresh_per_second=4) as live:
+    live = Live(console=out, refresh_per_second=4)
+
+    def show(rows: list[dict]) -> None:  # the table appears once every grid point has parsed
+        live.start()
+        live.update(live_table(rows))
+
+    try:
         rows = sweep([str(c) for c in configs], grid, bindings=bind or [], out=out_dir,
-                     device=device, on_update=lambda r: live.update(live_table(r)))
+                     device=device, on_update=show)
+    finally:
+        live.stop()
     failed = sum(r["status"] == "failed" for r in rows)
     out.print(f"{len(rows)} runs in {out_dir} ({failed} failed); `fp report {out_dir} --out DIR` summarises them.")
     if failed:
