@@ -1,4 +1,4 @@
-"""The user-facing calls: ``fp.prune``, ``fp.save``, ``fp.load`` (DESIGN.md, "Python API")."""
+"""The user-facing calls: ``fp.prune``, ``fp.save``, ``fp.load`` (the README's "In Python")."""
 from __future__ import annotations
 
 from typing import Iterable

@@ -1,4 +1,4 @@
-"""Model size statistics: parameters, FLOPs and prunable filters (DESIGN.md, summary.json).
+"""Model size statistics: parameters, FLOPs and prunable filters (docs/run-directory.md, summary.json).
 
 A *prunable weight* is the weight of a conv (1-3d) or linear layer; its *filters* are its output
 channels (dim 0). FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts for one

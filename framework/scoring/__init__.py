@@ -1,5 +1,5 @@
 """Importance scoring: the context measures read (model, batches, shared gradient statistics) and
-``score``, which runs a measure at filter or weight granularity (DESIGN.md, "The paper's measures").
+``score``, which runs a measure at filter or weight granularity (docs/measures.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Built-in importance measures: one module per measure (see DESIGN.md for the definitions)."""
+"""Built-in importance measures: one module per measure (docs/measures.md has the definitions)."""
 import fp
 from fp.discover import classes_in_package
 
