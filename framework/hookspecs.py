@@ -5,7 +5,7 @@ hooks below. Built-in plugins (``fp.plugins.*``) use exactly these hooks; the en
 particular measure, architecture, dataset or logger.
 
 Registration hooks return lists of classes; each class has a string ``name`` that becomes its
-registry key and its gin configurable name. Lifecycle hooks receive the live :class:`fp.Run`; unless
+registry key and its gin configurable name. Lifecycle hooks receive the live :class:`fp.run.Run`; unless
 a hook says otherwise its return value is ignored.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ def run_start(run: "Run") -> None:
 @hookspec
 def before_prune(run: "Run", event: "PruneEvent") -> None:
     """Called before each prune event scores the model. ``event.target`` is the cumulative fraction
-    to reach; ``event.ctx`` is the :class:`fp.ScoreContext` the measure will use (its gradients
+    to reach; ``event.ctx`` is the :class:`fp.scoring.ScoreContext` the measure will use (its gradients
     are computed once and shared, so diagnostics may read them here at no extra cost)."""
 
 
