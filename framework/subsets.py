@@ -1,5 +1,5 @@
-"""Class-balanced subsets of an in-memory dataset (``data.train_per_class``, ``data.test_per_class``):
-the same number of images of every class, chosen at random from ``experiment.seed``.
+"""Class-balanced subsets of an in-memory dataset (``data.train_per_class`` and
+``data.test_per_class``): the same number of images of every class, drawn from ``experiment.seed``.
 
 Every class is drawn from its own seeded stream, so the images kept of one class do not depend on
 how many images the other classes have, and the same seed keeps the same images on every machine,

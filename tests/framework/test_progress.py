@@ -56,7 +56,8 @@ def test_a_resumed_run_counts_from_where_it_left_off():
     with bar:
         bar.skip(100)
         steps(bar, clock, 5, 1.0)
-    assert out.getvalue().splitlines() == ["step 105/200 (52%)  epoch 3/4  1.0 steps/s  ETA 0:01:35"]
+    lines = out.getvalue().splitlines()
+    assert lines == ["step 105/200 (52%)  epoch 3/4  1.0 steps/s  ETA 0:01:35"]
 
 
 def test_terminals_get_the_bar_and_disabled_progress_prints_nothing():
