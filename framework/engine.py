@@ -154,13 +154,13 @@ class Trainer:
         run, s = self.run, self.s
         s.event_index += 1
         event = prune_now(run, planned, s.event_index, s.example_inputs)
+        s.after_surgery(run)  # first: the record below must count the pruned model, not a cache
         record = s.stats(run)
         record.update(event="prune", index=event.index, step=run.step, epoch=run.epoch,
                       target=event.target, sparsity=event.sparsity,
                       widths=event.widths_after or None, widths_before=event.widths_before or None)
         record.update(hvp_record(event))
         run.log(record)
-        s.after_surgery(run)
 
     def _end_epoch(self, metrics: dict[str, float], bar) -> None:
         run, s = self.run, self.s

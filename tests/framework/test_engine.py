@@ -157,3 +157,14 @@ def test_iterative_magnitude_pruning_rewinds_and_retrains(tmp_path):
     records = [json.loads(line) for line in (outcome.out_dir / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in records if r["event"] == "epoch"]
     assert lrs[0] == lrs[1] == lrs[2]  # the LR schedule restarts with each rewound cycle
+
+
+def test_every_prune_record_counts_the_model_it_left(tmp_path):
+    outcome = quick(tmp_path, "prune.rounds = 2", "train.epochs = 3")
+    records = [json.loads(line) for line in (outcome.out_dir / "metrics.jsonl").open()]
+    prunes = [r for r in records if r["event"] == "prune"]
+    assert len(prunes) == 2
+    for record in prunes:
+        assert record["filters_kept"] == sum(record["widths"].values())
+    assert prunes[1]["params"] < prunes[0]["params"] and prunes[1]["flops"] < prunes[0]["flops"]
+    assert prunes[-1]["params"] == outcome.summary["params"]
