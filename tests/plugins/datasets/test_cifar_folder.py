@@ -29,6 +29,16 @@ STOP_AT = 4 * STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2  # inside epoch 5, after bo
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Steps this small are not worth a second core, and on a shared 2-core host they are ~10x
+    slower on two threads when another process holds one core (each op waits for it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def cifar_root(tmp_path_factory):
     if not ARCHIVE.is_file():
