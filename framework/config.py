@@ -2,6 +2,7 @@
 one-sentence ``ConfigError``s."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import re
@@ -33,7 +34,8 @@ def parse(files: Sequence[str | os.PathLike], bindings: Sequence[str], manager: 
         for path in paths:
             _parse_one(lambda p=path: gin.parse_config_file(str(p)), opened, path)
         for binding in bindings:
-            _parse_one(lambda b=binding: gin.parse_config(b), opened, None, binding)
+            text = bare_words_quoted(binding)
+            _parse_one(lambda b=text: gin.parse_config(b), opened, None, binding)
     check_bound_values()
     resolved = settings.resolve()
     _check_names(resolved, manager)
@@ -53,6 +55,30 @@ def parse_recorded(path: Path, manager: Manager) -> settings.Settings:
             raise ConfigError(f"{path}, line {number}: a recorded run config holds bindings only, "
                               f"not {line.split()[0]!r} statements; it was refused unread.")
     return parse([path], [], manager)
+
+
+def bare_words_quoted(binding: str) -> str:
+    """``--bind imagefolder.root=/data/cifar`` as ``imagefolder.root = '/data/cifar'``: a
+    one-line binding whose value is a bare word reads as that string, as on ``--grid``."""
+    name, equals, value = binding.partition("=")
+    if (not equals or "\n" in binding or "#" in value or not value.strip()
+            or not re.fullmatch(r"\s*[\w./]+\s*", name)):
+        return binding
+    return f"{name.strip()} = {gin_literal(value.strip(), binding, '--bind')}"
+
+
+def gin_literal(value: str, arg: str, option: str = "--grid") -> str:
+    """``value`` as gin reads it: literals and ``@references``/``%MACROS`` as given, a bare word
+    (``snip``, ``cuda:0``, ``/data/cifar``) quoted as a string."""
+    if value[0] in "@%":
+        return value
+    try:
+        ast.literal_eval(value)
+        return value
+    except (ValueError, SyntaxError):
+        if value[0] in "([{'\"":
+            raise ConfigError(f"{option} {arg!r}: {value!r} is not a valid literal.") from None
+        return repr(value)
 
 
 def check_bound_values() -> None:

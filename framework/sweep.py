@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fp import engine
-from fp.config import parse as parse_config
+from fp.config import gin_literal, parse as parse_config
 from fp.errors import ConfigError, FpError, RegistryError
 from fp.manager import make_manager
 
@@ -77,20 +77,6 @@ def split_top_level(text: str, arg: str) -> list[str]:
     if quote or depth:
         raise ConfigError(f"--grid {arg!r} has an unclosed bracket or quote.")
     return parts + ["".join(current)]
-
-
-def gin_literal(value: str, arg: str) -> str:
-    """``value`` as gin reads it: literals and ``@references``/``%MACROS`` as given, a bare word
-    (``snip``, ``cuda:0``) quoted as a string."""
-    if value[0] in "@%":
-        return value
-    try:
-        ast.literal_eval(value)
-        return value
-    except (ValueError, SyntaxError):
-        if value[0] in "([{'\"":
-            raise ConfigError(f"--grid {arg!r}: {value!r} is not a valid literal.") from None
-        return repr(value)
 
 
 def run_name(bindings: Sequence[str], prefix: str) -> str:

@@ -90,3 +90,12 @@ def test_a_recorded_run_config_with_statements_is_refused_unread(manager, tmp_pa
         config.parse_recorded(recorded, manager)
     recorded.write_text("data.dataset = 'digits'\ndigits.size = 8\n")
     assert config.parse_recorded(recorded, manager).data.dataset == "digits"
+
+
+def test_a_bare_word_on_bind_reads_as_a_string(manager):
+    resolved = config.parse(["gin/quickstart.gin"], ["prune.measure=grasp", "model.architecture = small_cnn",
+                                                   "imagefolder.root=/data/cifar-10"], manager)
+    assert resolved.prune.measure == "grasp" and resolved.model.architecture == "small_cnn"
+    assert "imagefolder.root = '/data/cifar-10'" in config.config_text()
+    with pytest.raises(ConfigError, match=r"--bind 'train.milestones=\(1, ': .* not a valid literal"):
+        config.parse(["gin/quickstart.gin"], ["train.milestones=(1, "], manager)
