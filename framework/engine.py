@@ -97,7 +97,8 @@ class Trainer:
             self._prune(self.events[0])
             s.save(run)
         self.start = time.perf_counter() - s.elapsed
-        with Progress(s.total_epochs, len(run.train_loader), enabled=run.is_main and not self.quiet) as bar, \
+        with Progress(s.total_epochs, len(run.train_loader), enabled=run.is_main and not self.quiet,
+                      batch_size=s.settings.train.batch_size) as bar, \
                 StopOnSignal() as self.stop:
             bar.skip(run.step)
             while run.epoch < s.total_epochs:
