@@ -112,6 +112,9 @@ def _parse_one(parse_fn, opened: list[Path], path: Path | None, binding: str | N
     where = f"--bind {binding!r}" if binding is not None else None
     try:
         parse_fn()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{opened[-1] if opened else path} is not UTF-8 text, so not a gin "
+                          f"file.") from None
     except tokenize.TokenError:
         culprit = opened[-1] if opened else path
         line = _unclosed_line(culprit) if culprit else None
@@ -189,16 +192,23 @@ def _includes_relative_to_including_file() -> Iterator[list[Path]]:
     opened: list[Path] = []
     prefixes, readers = list(gin_config._LOCATION_PREFIXES), list(gin_config._FILE_READERS)
 
+    reading: list[Path] = []  # the chain of files open right now: an include cycle shows in it
+
     @contextlib.contextmanager
     def reader(path: str):
         resolved = Path(path).resolve()
+        if resolved in reading:
+            chain = " -> ".join(p.name for p in [*reading[reading.index(resolved):], resolved])
+            raise ConfigError(f"{resolved} includes itself ({chain}).")
         opened.append(resolved)
+        reading.append(resolved)
         gin_config._LOCATION_PREFIXES.insert(0, str(resolved.parent))
         try:
-            with open(path) as handle:
+            with open(path, encoding="utf-8") as handle:
                 yield handle
         finally:
             gin_config._LOCATION_PREFIXES.remove(str(resolved.parent))
+            reading.pop()
 
     gin_config._LOCATION_PREFIXES[:] = ["", str(REPO_ROOT), str(REPO_ROOT / "gin")]
     gin_config._FILE_READERS[:] = [(reader, os.path.isfile)]

@@ -99,3 +99,13 @@ def test_a_bare_word_on_bind_reads_as_a_string(manager):
     assert "imagefolder.root = '/data/cifar-10'" in config.config_text()
     with pytest.raises(ConfigError, match=r"--bind 'train.milestones=\(1, ': .* not a valid literal"):
         config.parse(["gin/quickstart.gin"], ["train.milestones=(1, "], manager)
+
+
+def test_an_include_cycle_and_a_file_that_is_not_text_are_one_sentence(manager, tmp_path):
+    (tmp_path / "a.gin").write_text("include 'b.gin'\n")
+    (tmp_path / "b.gin").write_text("include 'a.gin'\n")
+    with pytest.raises(ConfigError, match=r"a.gin includes itself \(a.gin -> b.gin -> a.gin\)"):
+        config.parse([tmp_path / "a.gin"], [], manager)
+    (tmp_path / "binary.gin").write_bytes(b"train.epochs = 3\n\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=r"binary.gin is not UTF-8 text"):
+        config.parse([tmp_path / "binary.gin"], [], manager)
