@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fp.errors import FpError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="flowprune: pruning experiments declared in gin, measures as plugins.")
 out = Console(soft_wrap=True)  # never break long paths across lines
 err = Console(stderr=True, soft_wrap=True)
