@@ -9,6 +9,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: the settings blocks (``run.config`` keys) whose every field becomes an hparam ("train.lr")
 HPARAM_BLOCKS = ("train", "prune", "data", "model")
+#: the columns a comparison needs, first: TensorBoard's HParams table shows the first five
+#: hparams of the experiment by default and hides the rest behind checkboxes
+DEFAULT_COLUMNS = ("prune.measure", "prune.target", "model.architecture", "data.dataset",
+                   "experiment.seed")
 #: scalar tags the hparams table shows; it reads their last values from this run's scalars
 METRIC_TAGS = ("test/acc", "test/best_acc", "model/params_frac", "model/flops_frac")
 
@@ -23,8 +27,10 @@ def hparam_values(config: dict[str, Any]) -> dict[str, bool | int | float | str]
             values[f"{block}.{key}"] = value
     if "seed" in config.get("experiment", {}):
         values["experiment.seed"] = config["experiment"]["seed"]
-    return {name: value if isinstance(value, (int, float, str)) and not isinstance(value, bool)
-            else str(value) for name, value in values.items() if value is not None}
+    order = [n for n in DEFAULT_COLUMNS if n in values] + [n for n in values if n not in DEFAULT_COLUMNS]
+    return {name: values[name] if isinstance(values[name], (int, float, str))
+            and not isinstance(values[name], bool) else str(values[name])
+            for name in order if values[name] is not None}
 
 
 def write_hparams(writer: "SummaryWriter", config: dict[str, Any], step: int) -> None:

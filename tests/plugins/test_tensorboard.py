@@ -87,6 +87,9 @@ def test_the_hparams_summary_holds_the_settings_and_the_final_metrics(tmp_path, 
     assert "prune.temperature" not in hparams
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     assert [m.name.tag for m in experiment.experiment.metric_infos] == list(METRIC_TAGS)
+    # the five columns TensorBoard shows by default are the ones every comparison needs
+    assert [h.name for h in experiment.experiment.hparam_infos][:5] == [
+        "prune.measure", "prune.target", "model.architecture", "data.dataset", "experiment.seed"]
     logged = read_events(tmp_path).Tags()["scalars"]
     assert all(tag in logged for tag in METRIC_TAGS)  # the table reads its values from these
 
