@@ -45,13 +45,16 @@ def score(model, measure, batches, *, granularity="filter", temperature=None):
     return _score(model, measure, batches, granularity=granularity, temperature=temperature)
 
 
-def prune(model, measure, batches, amount, *, granularity="filter", example_inputs=None):
-    """Remove the fraction ``amount`` of filters ranked globally by ``measure``; returns a
-    physically smaller model (filter granularity) or the masked model (weight granularity)."""
+def prune(model, measure, batches, amount, *, granularity="filter", example_inputs=None,
+          target_type="filters", max_fraction=0.95, protected=(), temperature=None):
+    """Remove the fraction ``amount`` of filters (or parameters or FLOPs, ``target_type``)
+    ranked globally by ``measure``; returns a physically smaller model (filter granularity) or
+    the masked model (weight granularity). The options are the run's ``prune.*`` settings."""
     from fp.pruning.api import prune as _prune
 
     return _prune(model, measure, batches, amount, granularity=granularity,
-                  example_inputs=example_inputs)
+                  example_inputs=example_inputs, target_type=target_type,
+                  max_fraction=max_fraction, protected=protected, temperature=temperature)
 
 
 def load(path):

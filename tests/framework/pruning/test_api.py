@@ -71,3 +71,18 @@ def test_amount_outside_the_unit_interval_is_a_config_error(resnet, random_measu
 def test_unknown_granularity_is_a_config_error(resnet, random_measure, images):
     with pytest.raises(ConfigError, match="granularity"):
         fp.prune(resnet, random_measure, [(images, torch.tensor([0]))], 0.5, granularity="block")
+
+
+def test_prune_takes_the_run_options():
+    model = fp.pruning.build_model("small_cnn", num_classes=10, in_channels=3)
+    dense = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    params = count_params(model)
+    fp.prune(model, "magnitude", batches(), 0.3, target_type="params", max_fraction=0.5,
+             protected=(next(iter(dense)),))
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    first = next(iter(dense))
+    assert widths[first] == dense[first]  # protected
+    assert all(widths[n] >= dense[n] / 2 for n in dense)  # max_fraction caps every layer
+    assert count_params(model) <= 0.7 * params + 1e-9  # 30% of the parameters gone
+    with pytest.raises(ConfigError, match="target_type"):
+        fp.prune(model, "magnitude", batches(), 0.3, target_type="latency")
