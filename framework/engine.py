@@ -14,7 +14,7 @@ from fp import checkpoint, config, optim, pruning, rundir
 from fp.build import build_setup
 from fp.distributed import broadcast_buffers
 from fp.errors import ConfigError, Interrupted
-from fp.loop import EpochProgress, evaluate, train_epoch
+from fp.loop import EpochProgress, evaluate_split, train_epoch
 from fp.manager import Manager, make_manager
 from fp.prune_event import hvp_record, prune_now
 from fp.run import Run
@@ -84,13 +84,13 @@ class Trainer:
     """Drives epochs, prune events, checkpoints and hooks for one built experiment."""
 
     def __init__(self, setup: "checkpoint.Setup", quiet: bool = False) -> None:
-        self.s = setup
+        self.setup = setup
         self.run: Run = setup.run
         self.quiet = quiet
         self.events: dict[int, PruneStep] = {p.step: p for p in setup.plan}
 
     def fit(self) -> Outcome:
-        run, s = self.run, self.s
+        run, s = self.run, self.setup
         run.manager.call("run_start", run=run)
         s.write_operative_config(run)  # again: plugins configure themselves in run_start
         if run.step == 0 and 0 in self.events and s.event_index == 0:
@@ -111,7 +111,7 @@ class Trainer:
         return Outcome(run.out_dir, summary, resumed=run.resumed, notes=s.notes, model=run.model)
 
     def _epoch(self, bar) -> dict[str, float]:
-        run, s = self.run, self.s
+        run, s = self.run, self.setup
         cycle_epoch = run.epoch - run.state.get("cycle_start", 0)
         optim.set_lr(run.optimizer, optim.lr_at(s.settings.train, cycle_epoch, s.cycle_epochs))
         run.train_loader.set_epoch(run.epoch)
@@ -123,7 +123,7 @@ class Trainer:
         run.epoch += 1
         s.progress = EpochProgress()
         broadcast_buffers(run.model, run.world_size)
-        metrics.update(evaluate(run))
+        metrics.update(evaluate_split(run))
         metrics["lr"] = run.optimizer.param_groups[0]["lr"]
         return metrics
 
@@ -134,25 +134,25 @@ class Trainer:
         bar.advance_step()
         planned = self.events.get(run.step)
         if planned is not None and run.step > 0:
-            if not torch.isfinite(self.s.progress.loss_sum):  # never prune a diverged model
-                raise self.s.diverged(run)
+            if not torch.isfinite(self.setup.progress.loss_sum):  # never prune a diverged model
+                raise self.setup.diverged(run)
             self._prune(planned)
-            self.s.elapsed = time.perf_counter() - self.start
-            self.s.save(run)
+            self.setup.elapsed = time.perf_counter() - self.start
+            self.setup.save(run)
         self._stop_if_asked()
 
     def _stop_if_asked(self) -> None:
         if self.stop.signum is None:
             return
-        self.s.elapsed = time.perf_counter() - self.start
-        self.s.save(self.run)
+        self.setup.elapsed = time.perf_counter() - self.start
+        self.setup.save(self.run)
         name = signal.Signals(self.stop.signum).name
         raise Interrupted(f"stopped by {name} at step {self.run.step}; the checkpoint in "
                           f"{self.run.out_dir / rundir.CHECKPOINTS} is up to date, run the same "
                           f"command again to resume.", self.stop.signum)
 
     def _prune(self, planned: PruneStep) -> None:
-        run, s = self.run, self.s
+        run, s = self.run, self.setup
         s.event_index += 1
         event = prune_now(run, planned, s.event_index, s.example_inputs)
         s.after_surgery(run)  # first: the record below must count the pruned model, not a cache
@@ -164,7 +164,7 @@ class Trainer:
         run.log(record)
 
     def _end_epoch(self, metrics: dict[str, float], bar) -> None:
-        run, s = self.run, self.s
+        run, s = self.run, self.setup
         metrics.update(s.stats(run))
         s.best = max(s.best, metrics["test_acc"])
         metrics["best_test_acc"] = s.best

@@ -69,7 +69,7 @@ def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None],
 
 
 @torch.no_grad()
-def evaluate(run: Run, model: torch.nn.Module | None = None, loader=None) -> dict[str, float]:
+def evaluate_split(run: Run, model: torch.nn.Module | None = None, loader=None) -> dict[str, float]:
     """Test loss (at the training temperature) and accuracy over the whole test split."""
     model = model if model is not None else run.model
     loader = loader if loader is not None else run.test_loader
