@@ -1,6 +1,7 @@
 """``fp run``: build an experiment from gin, train it with its prune events, resume it."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -46,15 +47,22 @@ def run(files: Sequence[str], bindings: Sequence[str] = (), *, out: str | Path |
         settings.experiment.device = device
     out_dir = Path(out) if out else default_out_dir(files, config.config_text())
     check_out_dir(out_dir, config.config_text(), force)
-    if (out_dir / "summary.json").exists() and not force:
-        return Outcome(out_dir, rundir_summary(out_dir), already_finished=True)
-    if rank != 0:  # rank 0 holds the directory's lock for the whole world
-        return Trainer(build_setup(settings, manager, out_dir, rank, world_size), quiet=quiet).fit()
-    with RunLock(out_dir):
-        if (out_dir / "summary.json").exists() and not force:  # finished while we waited
-            return Outcome(out_dir, rundir_summary(out_dir), already_finished=True)
+    finished = finished_outcome(out_dir, force)  # before the lock: a finished run is not touched
+    if finished:
+        return finished
+    with RunLock(out_dir) if rank == 0 else contextlib.nullcontext():  # rank 0 locks for all
+        finished = finished_outcome(out_dir, force) if rank == 0 else None  # done since the check
+        if finished:
+            return finished
         setup = build_setup(settings, manager, out_dir, rank, world_size)
         return Trainer(setup, quiet=quiet).fit()
+
+
+def finished_outcome(out_dir: Path, force: bool) -> Outcome | None:
+    """The outcome of a run directory that holds a finished run (unless ``force``)."""
+    if (out_dir / "summary.json").exists() and not force:
+        return Outcome(out_dir, rundir_summary(out_dir), already_finished=True)
+    return None
 
 
 def default_out_dir(files: Sequence[str], text: str) -> Path:
