@@ -23,8 +23,9 @@ def draw_scoring(run: Run, index: int, needs_data: bool | None = None) -> tuple[
     reproducibly (seeded by the experiment's seed and the event). Class-balanced when
     ``prune.balanced`` (None: the measure's ``balanced``) says so: then exactly
     ``prune.samples // classes`` of every class (``fp.scoring.sampling``), every rank holding
-    its disjoint share; otherwise each rank's shard of the shuffled split gives whole batches
-    (fewer if the split is smaller). A data-free measure (``needs_data`` False, by default the
+    its disjoint share; otherwise each rank's shard of the shuffled split gives its first
+    ``prune.samples // world_size`` examples, the last batch cut short (fewer if the split is
+    smaller). A data-free measure (``needs_data`` False, by default the
     run's measure's) gets one example, for the input shape."""
     prune = run.config["prune"]
     if not (run.measure.needs_data if needs_data is None else needs_data):
