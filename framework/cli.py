@@ -28,7 +28,7 @@ def _device_option(value: str | None) -> str | None:
     the settings, once torch is loaded."""
     import re
 
-    from fp.settings import DEVICE_FORMS, DEVICE_PATTERN
+    from fp.config.settings import DEVICE_FORMS, DEVICE_PATTERN
 
     if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
         raise typer.BadParameter(f"{value!r} is not a device; use {DEVICE_FORMS}.")
@@ -45,23 +45,23 @@ def run_cmd(
     force: Annotated[bool, typer.Option(help="Continue a run directory even if its config differs.")] = False,
 ) -> None:
     """Run (or resume) the experiment declared by CONFIGS."""
-    from fp import distributed
-    from fp.engine import run
-    from fp.runlock import check_free
+    from fp.engine import launch
+    from fp.engine.experiment import run_experiment
+    from fp.engine.runlock import check_free
 
     files, bindings = [str(c) for c in configs], bind or []
     if nproc > 1:
         if out_dir is not None:
             check_free(out_dir)  # say so now, before starting workers; rank 0 takes the lock
-        results = distributed.launch(nproc, files, bindings, out_dir, device, force)
+        results = launch.launch(nproc, files, bindings, out_dir, device, force)
         _print_summary(results[0]["summary"], Path(results[0]["out_dir"]))
         return
-    if distributed.launched_by_torchrun():  # `torchrun ... fp run`: this process is one rank
-        result = distributed.worker(files, bindings, out_dir, device, force)
+    if launch.launched_by_torchrun():  # `torchrun ... fp run`: this process is one rank
+        result = launch.worker(files, bindings, out_dir, device, force)
         if int(os.environ["RANK"]) == 0:
             _print_summary(result["summary"], Path(result["out_dir"]))
         return
-    outcome = run(files, bindings, out=out_dir, device=device, force=force)
+    outcome = run_experiment(files, bindings, out=out_dir, device=device, force=force)
     if outcome.already_finished:
         out.print(f"{outcome.out_dir} is a finished run; nothing to do (summary.json).")
     for note in outcome.notes:
@@ -130,7 +130,7 @@ def sweep_cmd(
     """Run the cartesian product of --grid values one after another; finished runs are skipped."""
     from rich.live import Live
 
-    from fp.sweep import live_table, sweep
+    from fp.tools.sweep import live_table, sweep
 
     live = Live(console=out, refresh_per_second=4)
 
@@ -155,7 +155,7 @@ def report_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where report.md, report.csv and plots go.")],
 ) -> None:
     """Summarise runs: report.md and report.csv (mean ± std over seeds) and PNG plots."""
-    from fp.report import report
+    from fp.tools.report.document import report
 
     path = report(run_dirs, out_dir)
     out.print(f"wrote {path} (report.csv and figures beside it)")
@@ -172,7 +172,7 @@ def eval_cmd(
     """Accuracy, params, FLOPs and latency of a pruned model against its dense architecture."""
     import json
 
-    from fp.evaluate import evaluate, format_eval
+    from fp.tools.evaluate import evaluate, format_eval
 
     result = evaluate(target, device=device, batch_size=batch_size, dataset=dataset)
     if as_json:
@@ -190,7 +190,7 @@ def bench_cmd(
     """Benchmark the hot paths as ratios against bounds measured in the same run."""
     import json
 
-    from fp.bench import bench, format_rows
+    from fp.tools.bench import bench, format_rows
 
     progress = (lambda row: None) if as_json else (lambda row: err.print(f"done: {row['name']}"))
     rows = bench(quick=quick, device=device, on_row=progress)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fp import config
-from fp.build import build_setup
+from fp.engine.build import build_setup
 from fp.manager import make_manager
 
 REPO = Path(__file__).parents[1]

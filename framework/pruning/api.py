@@ -14,7 +14,7 @@ from fp.pruning.masks import apply_masks, weight_masks
 from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
 from fp.pruning.serialize import load, save
 from fp.pruning.stats import dense_stats
-from fp.settings import GRANULARITIES
+from fp.config.settings import GRANULARITIES
 
 def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: float, *,
           granularity: str = "filter", example_inputs: torch.Tensor | None = None,

@@ -10,7 +10,7 @@ from fp.errors import ConfigError, DataError, PluginError
 from fp.measure import Measure
 from fp.scoring.context import ScoreContext
 from fp.scoring.statistics import eval_mode
-from fp.settings import GRANULARITIES
+from fp.config.settings import GRANULARITIES
 
 
 def score(model: nn.Module | None, measure: str | Measure, batches: Iterable | None, *,

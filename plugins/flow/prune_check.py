@@ -80,7 +80,7 @@ def diagnostic_batches(run, event) -> list:
     the batches a data-reading measure would get at this event, drawn by the engine's own rule."""
     if run.measure.needs_data and event.ctx is not None:
         return event.ctx.batches
-    from fp.prune_event import scoring_batches  # the engine's; loaded only when needed
+    from fp.engine.prune_event import scoring_batches  # the engine's; loaded only when needed
 
     return scoring_batches(run, event.index, needs_data=True)
 

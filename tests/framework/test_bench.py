@@ -8,12 +8,12 @@ import torch
 from rich.console import Console
 
 import fp
-from fp.bench import Sizes, bench, format_rows
-from fp.bench.scoring import INFORMATIONAL, TARGETS, score_rows
-from fp.bench import timing as timing_module
-from fp.bench.timing import Task, Timing, compare, make_row, meets
-from fp.bench.folder import crop_and_flip, write_jpegs
-from fp.bench.training import amp_row
+from fp.tools.bench import Sizes, bench, format_rows
+from fp.tools.bench.scoring import INFORMATIONAL, TARGETS, score_rows
+from fp.tools.bench import timing as timing_module
+from fp.tools.bench.timing import Task, Timing, compare, make_row, meets
+from fp.tools.bench.folder import crop_and_flip, write_jpegs
+from fp.tools.bench.training import amp_row
 from fp.errors import FpError
 
 TINY = Sizes(loop_repeats=1, score_architecture="small_cnn", score_batches=1, batch_size=8,

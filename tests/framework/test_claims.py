@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fp.claims import FAILS, HOLDS, UNDETERMINED, judge
-from fp.report import group_runs, load_run, report
+from fp.tools.report.claims import FAILS, HOLDS, UNDETERMINED, judge
+from fp.tools.report.document import report
+from fp.tools.report.records import group_runs, load_run
 
 GIN = Path(__file__).resolve().parents[2] / "gin"
 
@@ -131,11 +132,11 @@ def test_report_writes_claims_md_with_three_verdicts_and_the_figures(tmp_path):
 
 @pytest.mark.slow
 def test_claims_from_real_runs_on_digits(tmp_path):
-    from fp.engine import run
+    from fp.engine import run_experiment
 
     for measure in ("magnitude", "snip"):
         for seed in (0, 1):
-            run([str(GIN / "quickstart.gin")],
+            run_experiment([str(GIN / "quickstart.gin")],
                 [f"prune.measure='{measure}'", f"experiment.seed={seed}", "train.epochs=3",
                  "prune.rounds=2", "prune.samples=128"],
                 out=tmp_path / "runs" / f"{measure}-{seed}", quiet=True)

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from fp import config
-from fp.build import build_setup
+from fp.engine.build import build_setup
 from fp.data import (Augmentation, InMemoryDataset, Split, augment_batch, augment_params,
                      channel_stats, shard_order)
 from fp.dataset import Dataset
 from fp.errors import ConfigError, DataError
-from fp.evaluate import load_dataset
+from fp.tools.evaluate import load_dataset
 from fp.manager import make_manager
-from fp.subsets import apply_subsets, per_class_indices
+from fp.data.subsets import apply_subsets, per_class_indices
 
 
 class Tiny(InMemoryDataset):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fp
-from fp.engine import run
+from fp.engine import run_experiment
 from fp.errors import ConfigError, FpError, PluginError
 
 QUICK = ["train.epochs = 2", "prune.rounds = 1", "prune.target = 0.5", "prune.samples = 64",
@@ -14,7 +14,7 @@ QUICK = ["train.epochs = 2", "prune.rounds = 1", "prune.target = 0.5", "prune.sa
 
 
 def quick(tmp_path, *extra, name="r", manager=None, **kw):
-    return run(["gin/quickstart.gin"], QUICK + list(extra), out=tmp_path / name, quiet=True,
+    return run_experiment(["gin/quickstart.gin"], QUICK + list(extra), out=tmp_path / name, quiet=True,
                manager=manager, **kw)
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 import fp
 from fp import pruning
 from fp.errors import CheckpointError, ConfigError
-from fp.evaluate import evaluate, format_eval
+from fp.tools.evaluate import evaluate, format_eval
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin")
 FAST = {"warmup": 0, "repeats": 2, "batch_size": 128}
@@ -101,9 +101,9 @@ def test_the_table_shows_pruned_against_dense():
 
 @pytest.mark.slow
 def test_a_real_run_evaluates_to_its_recorded_accuracy(tmp_path):
-    from fp.engine import run
+    from fp.engine import run_experiment
 
-    outcome = run([QUICKSTART], ["train.epochs=2", "prune.rounds=1", "prune.samples=128"],
+    outcome = run_experiment([QUICKSTART], ["train.epochs=2", "prune.rounds=1", "prune.samples=128"],
                   out=tmp_path / "run", quiet=True)
     result = evaluate(tmp_path / "run", **FAST)
     assert result["test_acc"] == pytest.approx(outcome.summary["test_acc"], abs=1e-6)

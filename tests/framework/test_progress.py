@@ -3,7 +3,7 @@ import io
 
 from rich.console import Console
 
-from fp.progress import Progress
+from fp.engine.progress import Progress
 
 
 class Clock:

@@ -9,7 +9,7 @@ import torch
 
 import fp
 from fp.errors import ConfigError, DataError
-from fp.prune_event import draw_scoring, hvp_record, scoring_batches
+from fp.engine.prune_event import draw_scoring, hvp_record, scoring_batches
 from fp.run import PruneEvent
 from fp.scoring import ScoreContext, sampling
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from fp.errors import ConfigError
-from fp.report import report
+from fp.tools.report.document import report
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin")
 FIGURES = ("accuracy_vs_kept.png", "curves.png", "prune_events.png", "layer_kept.png")
@@ -202,9 +202,9 @@ def test_fp_report_refuses_bad_input_with_one_sentence_and_a_non_zero_exit(tmp_p
 
 @pytest.mark.slow
 def test_a_report_of_a_real_run(tmp_path):
-    from fp.engine import run
+    from fp.engine import run_experiment
 
-    outcome = run([QUICKSTART], ["train.epochs=2", "prune.rounds=1", "prune.samples=128"],
+    outcome = run_experiment([QUICKSTART], ["train.epochs=2", "prune.rounds=1", "prune.samples=128"],
                   out=tmp_path / "runs" / "quick", quiet=True)
     md = report([tmp_path / "runs"], tmp_path / "out")
     row = rows_of(tmp_path / "out")[0]

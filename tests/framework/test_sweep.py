@@ -9,7 +9,7 @@ from rich.console import Console
 
 from fp.engine import Outcome
 from fp.errors import ConfigError, FpError, RegistryError
-from fp.sweep import expand_grid, live_table, run_name, sweep
+from fp.tools.sweep import expand_grid, live_table, run_name, sweep
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin")
 
@@ -72,7 +72,7 @@ def test_names_are_safe_for_file_systems_and_capped():
 
 
 class FakeEngine:
-    """Stands in for fp.engine.run: records calls, writes summary.json, can fail on a value."""
+    """Stands in for fp.engine.run_experiment: records calls, writes summary.json, can fail on a value."""
 
     def __init__(self, fail_on: str | None = None):
         self.calls: list[list[str]] = []

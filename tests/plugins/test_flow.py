@@ -259,11 +259,11 @@ def test_misnamed_compared_measures_fail_at_the_start(tmp_path, manager, bind):
 def test_a_magnitude_run_gets_data_for_its_diagnostics(tmp_path):
     import json
 
-    from fp.engine import run
+    from fp.engine import run_experiment
 
     out = tmp_path / "r"
     bindings = ["train.epochs=2", "prune.rounds=1", "prune.samples=128", "prune.measure='magnitude'"]
-    run([str(QUICKSTART)], bindings, out=out, quiet=True, manager=fp.make_manager(autoload=False))
+    run_experiment([str(QUICKSTART)], bindings, out=out, quiet=True, manager=fp.make_manager(autoload=False))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     flows = [r for r in records if r["event"] == "flow"]
     assert [r["at"] for r in flows] == ["start", "prune", "epoch", "epoch"]

@@ -140,11 +140,11 @@ def test_a_negative_or_fractional_log_every_is_a_config_error(bind):
 
 @pytest.mark.slow
 def test_an_engine_run_can_be_read_back_with_tensorboard(tmp_path):
-    from fp.engine import run
+    from fp.engine import run_experiment
 
     out = tmp_path / "r"
     bindings = ["train.epochs=2", "prune.rounds=1", "prune.samples=128", "tensorboard.log_every=10"]
-    run([str(QUICKSTART)], bindings, out=out, quiet=True, manager=fp.make_manager(autoload=False))
+    run_experiment([str(QUICKSTART)], bindings, out=out, quiet=True, manager=fp.make_manager(autoload=False))
     events = read_events(out)
     tags = events.Tags()
     steps = max(scalars(events, "train/loss"))

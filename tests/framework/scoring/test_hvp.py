@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from fp.errors import ConfigError
-from fp.prune_event import hvp_record
+from fp.engine.prune_event import hvp_record
 from fp.run import PruneEvent
 from fp.scoring import ScoreContext, hvp
 from fp.scoring import probe as probing
-from fp.settings import Prune
+from fp.config.settings import Prune
 from fp.validation import check_fields
 
 

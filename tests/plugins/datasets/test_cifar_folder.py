@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import fp
-from fp.engine import run
+from fp.engine import run_experiment
 from fp.errors import Interrupted
-from fp.evaluate import evaluate
+from fp.tools.evaluate import evaluate
 
 REPO = Path(__file__).parents[3]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"

@@ -6,7 +6,7 @@ from PIL import Image
 from fp.errors import ConfigError, DataError
 from fp.plugins.datasets._folder_stream import FolderLoader
 from fp.plugins.datasets.imagefolder import ImageFolder
-from fp.subsets import apply_subsets
+from fp.data.subsets import apply_subsets
 from fp.data import TensorLoader
 
 COLOURS = {"cat": (255, 0, 0), "dog": (0, 0, 255), "eel": (0, 255, 0)}

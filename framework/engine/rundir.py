@@ -95,3 +95,8 @@ def load_checkpoint(out_dir: Path) -> dict[str, Any] | None:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); move it away to "
             f"restart the run from scratch, or use another --out.") from None
+
+
+def read_summary(out_dir: Path) -> dict[str, Any]:
+    """The summary.json of a finished run."""
+    return json.loads((out_dir / "summary.json").read_text())

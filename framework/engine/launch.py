@@ -2,7 +2,6 @@
 ``torchrun`` launch (multi-node included) of ``fp run``. gloo on CPU, NCCL on GPU."""
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -10,6 +9,9 @@ from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
+
+from fp.engine.distributed import weights_digest
+from fp.engine.experiment import run_experiment
 
 
 def launched_by_torchrun() -> bool:
@@ -31,8 +33,6 @@ def launch(nproc: int, files: Sequence[str], bindings: Sequence[str], out: Path 
 def worker(files: list[str], bindings: list[str], out: Path | None, device: str | None,
            force: bool) -> dict[str, Any]:
     """One rank: join the process group, run the experiment, report what it ended with."""
-    from fp.engine import run
-
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device != "cpu" and torch.cuda.is_available()
@@ -41,27 +41,9 @@ def worker(files: list[str], bindings: list[str], out: Path | None, device: str 
         device = f"cuda:{local_rank}"
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
-        outcome = run(files, bindings, out=out, device=device or "cpu", force=force, rank=rank,
-                      world_size=world_size, quiet=rank != 0)
+        outcome = run_experiment(files, bindings, out=out, device=device or "cpu", force=force,
+                                 rank=rank, world_size=world_size, quiet=rank != 0)
         digest = weights_digest(outcome.model) if outcome.model is not None else ""
         return {"summary": outcome.summary, "digest": digest, "out_dir": str(outcome.out_dir)}
     finally:
         dist.destroy_process_group()
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """A hash of every parameter and buffer, to check that ranks agree bit for bit."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def broadcast_buffers(model: torch.nn.Module, world_size: int) -> None:
-    """Give every rank rank 0's buffers (BatchNorm running statistics). DDP broadcasts them
-    before each forward, so after the last step of an epoch they differ; scoring and evaluation
-    use them and must see the same values on every rank."""
-    if world_size > 1:
-        for buffer in model.buffers():
-            dist.broadcast(buffer.data, src=0)

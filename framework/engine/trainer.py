@@ -1,97 +1,30 @@
-"""``fp run``: build an experiment from gin, train it with its prune events, resume it."""
+"""The training of one built experiment: epochs, prune events at their steps, checkpoints at
+every boundary, hooks, and a clean stop on SIGINT/SIGTERM."""
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
 
 import torch
 
-from fp import checkpoint, config, optim, pruning, rundir
-from fp.build import build_setup
-from fp.distributed import broadcast_buffers
-from fp.errors import ConfigError, Interrupted
-from fp.loop import EpochProgress, evaluate_split, train_epoch
-from fp.manager import Manager, make_manager
-from fp.prune_event import hvp_record, prune_now
+from fp import pruning
+from fp.engine import optim, rundir
+from fp.engine.distributed import broadcast_buffers
+from fp.engine.loop import EpochProgress, evaluate_split, train_epoch
+from fp.engine.outcome import Outcome
+from fp.engine.progress import Progress
+from fp.engine.prune_event import hvp_record, prune_now
+from fp.engine.setup import Setup
+from fp.errors import Interrupted
 from fp.run import Run
-from fp.runlock import RunLock
 from fp.schedule import PruneStep
-from fp.progress import Progress
-
-
-@dataclass
-class Outcome:
-    """What ``fp run`` reports: the summary, and whether it resumed or found the run finished."""
-
-    out_dir: Path
-    summary: dict[str, Any]
-    resumed: bool = False
-    already_finished: bool = False
-    notes: list[str] = field(default_factory=list)
-    model: Any = None  # the final (pruned) model, for callers in the same process
-
-
-def run(files: Sequence[str], bindings: Sequence[str] = (), *, out: str | Path | None = None,
-        device: str | None = None, force: bool = False, manager: Manager | None = None,
-        rank: int = 0, world_size: int = 1, quiet: bool = False) -> Outcome:
-    """Run (or resume, or report finished) the experiment declared by ``files`` + ``bindings``."""
-    manager = manager or make_manager()
-    manager.require_healthy()
-    settings = config.parse(files, bindings, manager)
-    if device:
-        settings.experiment.device = device
-    out_dir = Path(out) if out else default_out_dir(files, config.config_text())
-    check_out_dir(out_dir, config.config_text(), force)
-    finished = finished_outcome(out_dir, force)  # before the lock: a finished run is not touched
-    if finished:
-        return finished
-    with RunLock(out_dir) if rank == 0 else contextlib.nullcontext():  # rank 0 locks for all
-        finished = finished_outcome(out_dir, force) if rank == 0 else None  # done since the check
-        if finished:
-            return finished
-        setup = build_setup(settings, manager, out_dir, rank, world_size)
-        return Trainer(setup, quiet=quiet).fit()
-
-
-def finished_outcome(out_dir: Path, force: bool) -> Outcome | None:
-    """The outcome of a run directory that holds a finished run (unless ``force``)."""
-    if (out_dir / "summary.json").exists() and not force:
-        return Outcome(out_dir, rundir_summary(out_dir), already_finished=True)
-    return None
-
-
-def default_out_dir(files: Sequence[str], text: str) -> Path:
-    import hashlib
-
-    stem = Path(files[-1]).stem if files else "run"
-    return Path("runs") / f"{stem}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-
-
-def check_out_dir(out_dir: Path, text: str, force: bool) -> None:
-    """Refuse to mix a run directory with a different experiment unless forced."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} exists and is not a directory.")
-    saved = out_dir / "config.gin"
-    if saved.exists() and not force and saved.read_text() != text:
-        raise ConfigError(f"{out_dir} holds a run with a different config; use another --out, or "
-                          f"--force to continue it with the new config.")
-
-
-def rundir_summary(out_dir: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((out_dir / "summary.json").read_text())
 
 
 class Trainer:
     """Drives epochs, prune events, checkpoints and hooks for one built experiment."""
 
-    def __init__(self, setup: "checkpoint.Setup", quiet: bool = False) -> None:
+    def __init__(self, setup: Setup, quiet: bool = False) -> None:
         self.setup = setup
         self.run: Run = setup.run
         self.quiet = quiet

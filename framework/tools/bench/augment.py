@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from fp.bench.timing import compare, make_row
+from fp.tools.bench.timing import compare, make_row
 from fp.data import InMemoryDataset
 
 #: images/s of fp's loader over the per-image pipeline's

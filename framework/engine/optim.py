@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from fp.settings import Train
+from fp.config.settings import Train
 
 
 def make_optimizer(model: torch.nn.Module, train: Train) -> torch.optim.SGD:

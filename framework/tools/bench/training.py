@@ -1,4 +1,4 @@
-"""Training cost: ``fp.loop.train_epoch`` over a Run built as ``fp run`` builds one (gin
+"""Training cost: ``fp.engine.loop.train_epoch`` over a Run built as ``fp run`` builds one (gin
 settings, synthetic data, the default plugins started) against a bare PyTorch loop; and, on a
 GPU, the bf16 autocast + channels_last step against fp32."""
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from fp import config
-from fp.bench.timing import compare, make_row
-from fp.build import build_setup
-from fp.checkpoint import Setup
-from fp.loop import EpochProgress, train_epoch
+from fp.tools.bench.timing import compare, make_row
+from fp.engine.build import build_setup
+from fp.engine.setup import Setup
+from fp.engine.loop import EpochProgress, train_epoch
 from fp.manager import Manager
 
 LOOP_TARGET = "<= 1.03"

@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fp.claims_stats import FAILS, HOLDS, UNDETERMINED, Comparison, Stat, above, compare, decide
-from fp.report import GROUP_KEYS, Config, RunRecord, number
+from fp.tools.report.claims_stats import FAILS, HOLDS, UNDETERMINED, Comparison, Stat, above, compare, decide
+from fp.tools.report.records import GROUP_KEYS, Config, RunRecord, number
 
 __all__ = ["CLAIMS", "FAILS", "HOLDS", "UNDETERMINED", "Judgement", "Stat", "judge", "settings_of"]
 

@@ -10,12 +10,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fp import config, optim, pruning, rundir
+from fp import config, pruning
+from fp.engine import optim, rundir
 from fp.errors import FpError
-from fp.loop import EpochProgress
+from fp.engine.loop import EpochProgress
 from fp.run import Run
 from fp.schedule import PruneStep
-from fp.settings import Settings
+from fp.config.settings import Settings
 
 VERSION = 1
 

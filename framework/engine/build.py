@@ -5,12 +5,13 @@ from pathlib import Path
 
 import torch
 
-from fp import config, optim, pruning, rundir
-from fp.checkpoint import Setup, make_forward, resolve_device, seed_everything
+from fp import config, pruning
+from fp.engine import optim, rundir
+from fp.engine.setup import Setup, make_forward, resolve_device, seed_everything
 from fp.manager import Manager
 from fp.run import Run
-from fp.settings import Settings
-from fp.subsets import apply_subsets
+from fp.config.settings import Settings
+from fp.data.subsets import apply_subsets
 
 
 def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int = 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fp.report import GROUP_KEYS, SHOWN_KEYS, Config
+from fp.tools.report.records import GROUP_KEYS, SHOWN_KEYS, Config
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

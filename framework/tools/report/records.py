@@ -1,5 +1,5 @@
-"""``fp report``: one table row per configuration (its seeds averaged) and the figures, from the
-run directories of ``fp run`` / ``fp sweep`` (their summary.json and metrics.jsonl)."""
+"""Records of finished runs for ``fp report``: each run directory's summary.json and metrics.jsonl,
+and runs grouped into configurations (their seeds averaged)."""
 from __future__ import annotations
 
 import json
@@ -79,28 +79,6 @@ class Config:
                 "filters_kept_pct": self.kept_percent("filters"),
                 "wall_time_s_mean": float(np.mean(times)) if times else None,
                 "seeds": len(self.runs)}
-
-
-def report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
-    """Write report.md, report.csv, claims.md and the PNG figures into ``out``; returns
-    report.md's path. ``run_dirs`` are run directories or folders of them (a sweep's ``--out``).
-    Bad input is refused before anything is written, and never inside a run directory."""
-    from fp import claims_md, claims_plots, plots  # matplotlib only when a report is drawn
-    from fp.report_md import markdown, write_csv
-
-    found = find_run_dirs(run_dirs)
-    out = Path(out)
-    check_out(out, found)
-    configs = group_runs([load_run(path) for path in found])
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [config.row() for config in configs]
-    write_csv(rows, out / "report.csv")
-    figures = plots.draw_all(configs, out)
-    claims_text, verdicts = claims_md.claims_markdown(configs, claims_plots.draw_all(configs, out))
-    (out / "claims.md").write_text(claims_text)
-    path = out / "report.md"
-    path.write_text(markdown(rows, figures, configs) + "\n".join(claims_md.report_section(verdicts)) + "\n")
-    return path
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:

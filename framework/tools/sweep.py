@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 from rich.table import Table
 from rich.text import Text
 
-from fp import engine
+from fp.engine import rundir
+from fp.engine.experiment import run_experiment
 from fp.config import gin_literal, parse as parse_config
 from fp.errors import ConfigError, FpError, RegistryError
 from fp.manager import make_manager
@@ -110,7 +111,7 @@ def short_binding(binding: str) -> str:
 
 def sweep(config: str | Path | Sequence[str | Path], grid: Sequence[str], *,
           bindings: Sequence[str] = (), out: str | Path, device: str | None = None,
-          runner: Callable[..., Any] = engine.run,
+          runner: Callable[..., Any] = run_experiment,
           on_update: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Run ``config`` once per grid point into ``out/<run_name>``, skipping finished runs; a run
     that fails with an fp error is recorded as failed and the sweep goes on. ``on_update(rows)``
@@ -128,7 +129,7 @@ def sweep(config: str | Path | Sequence[str | Path], grid: Sequence[str], *,
     for row in rows:
         if finished(row):
             row.update(status="skipped (finished)",
-                       **results(engine.rundir_summary(Path(row["out_dir"]))))
+                       **results(rundir.read_summary(Path(row["out_dir"]))))
         else:
             row["status"] = "running"
             notify(rows)

@@ -17,14 +17,14 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from fp.bench.augment import augment_row
-from fp.bench.cli import cli_rows
-from fp.bench.folder import folder_row
-from fp.bench.scoring import score_rows
-from fp.bench.surgery import prune_surgery_row
-from fp.bench.timing import skipped_row
-from fp.bench.training import AMP_TARGET, amp_row, train_loop_row
-from fp.checkpoint import resolve_device
+from fp.tools.bench.augment import augment_row
+from fp.tools.bench.cli import cli_rows
+from fp.tools.bench.folder import folder_row
+from fp.tools.bench.scoring import score_rows
+from fp.tools.bench.surgery import prune_surgery_row
+from fp.tools.bench.timing import skipped_row
+from fp.tools.bench.training import AMP_TARGET, amp_row, train_loop_row
+from fp.engine.setup import resolve_device
 from fp.manager import Manager, make_manager
 from fp.pruning import build_model
 

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from fp.report import Config, RunRecord, number
+from fp.tools.report.records import Config, RunRecord, number
 
 DPI = 110
 #: gradient-flow quantities logged just before and after each prune event (paper, Sec. 4)

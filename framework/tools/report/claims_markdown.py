@@ -1,13 +1,13 @@
 """claims.md and the "Claims" section of report.md: the three claims' quantities per measure
-(mean ± std over seeds), the pairwise comparisons and the verdicts computed by ``fp.claims``."""
+(mean ± std over seeds), the pairwise comparisons and the verdicts computed by ``fp.tools.report.claims``."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-from fp.claims import Judgement, Stat, judge, settings_of
-from fp.report import GROUP_KEYS, Config
-from fp.report_md import mean_std
+from fp.tools.report.claims import Judgement, Stat, judge, settings_of
+from fp.tools.report.records import GROUP_KEYS, Config
+from fp.tools.report.markdown import mean_std
 
 DOC = "docs/claims.md"
 RULE = ("A comparison counts only when two means differ by more than the sum of their sample "

@@ -13,12 +13,12 @@ from rich.table import Table
 from torch import nn
 
 from fp import pruning
-from fp.checkpoint import resolve_device
+from fp.engine.setup import resolve_device
 from fp.config import parse_recorded
 from fp.errors import CheckpointError, ConfigError
 from fp.manager import Manager, make_manager
 from fp.pruning.arch import arch_of
-from fp.subsets import apply_subsets
+from fp.data.subsets import apply_subsets
 
 
 def evaluate(target: str | Path, *, device: str = "cpu", batch_size: int = 256,

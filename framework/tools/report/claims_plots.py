@@ -1,4 +1,4 @@
-"""The figures beside claims.md, drawn headless like ``fp.plots``: training loss after the last
+"""The figures beside claims.md, drawn headless like ``fp.tools.report.plots``: training loss after the last
 prune event per measure (mean over seeds, ± std shaded), and ‖g‖² just before and just after
 each prune event per measure (mean ± std over seeds)."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Sequence
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from fp.claims import post_prune_losses, prune_flows
-from fp.plots import finish, panels
-from fp.report import Config, RunRecord, number
+from fp.tools.report.claims import post_prune_losses, prune_flows
+from fp.tools.report.plots import finish, panels
+from fp.tools.report.records import Config, RunRecord, number
 
 
 def band(series: Sequence[dict[float, float]]) -> tuple[list, np.ndarray, np.ndarray]:

@@ -13,7 +13,8 @@ from typing import Iterator, Sequence
 import gin
 from gin import config as gin_config
 
-from fp import settings, validation
+from fp import validation
+from fp.config import settings
 from fp.errors import ConfigError, did_you_mean
 from fp.manager import Manager
 

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from fp.crop import augment_batch, gather_crop, row_crop  # noqa: F401 (re-exported)
+from fp.data.crop import augment_batch, gather_crop, row_crop  # noqa: F401 (re-exported)
 from fp.dataset import Dataset
 from fp.errors import ConfigError, DataError
 
@@ -181,7 +181,7 @@ class InMemoryDataset(Dataset):
     """Base for datasets that fit in memory as uint8 tensors; subclasses call :meth:`set_data`.
 
     A subclass that can also stream from disk sets ``in_memory = False`` when it does, and then
-    serves its own ``loader`` (class-balanced subsets, ``fp.subsets``, need the held form)."""
+    serves its own ``loader`` (class-balanced subsets, ``fp.data.subsets``, need the held form)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fp.bench.timing import compare, make_row
-from fp.bench.training import built_run, fp_epoch
-from fp.checkpoint import Setup
+from fp.tools.bench.timing import compare, make_row
+from fp.tools.bench.training import built_run, fp_epoch
+from fp.engine.setup import Setup
 from fp.config import REPO_ROOT
 from fp.manager import Manager
 

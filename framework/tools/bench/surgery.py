@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fp.bench.scoring import forward_backward
-from fp.bench.timing import Task, compare, make_row
+from fp.tools.bench.scoring import forward_backward
+from fp.tools.bench.timing import Task, compare, make_row
 from fp.pruning import dense_stats, prune_filters
 from fp.scoring import DEFAULT_TEMPERATURE, prunable_weights
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from fp import optim, pruning
-from fp.distributed import broadcast_buffers
+from fp import pruning
+from fp.engine import optim
+from fp.engine.distributed import broadcast_buffers
 from fp.run import PruneEvent, Run
 from fp.schedule import PruneStep
 from fp.scoring import ScoreContext, sampling, score
-from fp.settings import Train
+from fp.config.settings import Train
 
 
 def scoring_batches(run: Run, index: int,

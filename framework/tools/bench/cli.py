@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fp.bench.timing import Task, compare, make_row
+from fp.tools.bench.timing import Task, compare, make_row
 
 #: (row name, fp arguments, ratio target, the wall it stands for)
 COMMANDS = (

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fp.bench.timing import compare, make_row
+from fp.tools.bench.timing import compare, make_row
 from fp.scoring import ScoreContext, eval_mode, score
 
 #: scoring time / one forward+backward. First-order measures need exactly one pass; Hg needs

@@ -1,0 +1,2 @@
+"""``fp report``: records of finished runs (``records``), grouped into configurations and drawn
+as tables (``markdown``), figures (``plots``) and the paper's claims (``claims*``)."""
