@@ -102,5 +102,12 @@ def after_epoch(run: "Run", epoch: int, metrics: dict[str, float]) -> None:
 
 
 @hookspec
+def log_scalars(run: "Run", scalars: dict[str, float], step: int) -> None:
+    """Scalars a plugin publishes (``run.log_scalars``), tag -> value at global optimizer step
+    ``step``. Tags are ``section/name``; per-layer ones ``fp.run.layer_tag(weight, quantity)``.
+    The TensorBoard plugin writes them; another logger may implement this hook too."""
+
+
+@hookspec
 def run_end(run: "Run", summary: dict[str, Any]) -> None:
     """Called once when training finishes, with the summary that goes to ``summary.json``."""

@@ -127,6 +127,27 @@ def make_manager(*, autoload: bool | None = None, plugins: tuple[object, ...] = 
     return pm
 
 
+#: managers that resolve names outside a run, by (autoload, blocked) setting
+_SHARED: dict[tuple[str, str], Manager] = {}
+
+
+def shared_manager() -> Manager:
+    """The manager that resolves plugin names outside a run (``fp.score``, ``fp.prune``,
+    ``fp.load``): built on first use, then reused while the autoload and block settings stay the
+    same, so a call never pays for loading plugins again. A plugin installed after the first
+    lookup is seen by a new process."""
+    key = (os.environ.get(AUTOLOAD_ENV, ""), os.environ.get(BLOCK_ENV, ""))
+    if key not in _SHARED:
+        _SHARED[key] = make_manager()
+    return _SHARED[key]
+
+
+def build_registered(kind: str, name: str, manager: Manager | None = None, **kwargs):
+    """An instance of the class registered as ``name`` in ``kind`` (through gin, so bindings
+    apply), from ``manager``'s registries or the shared ones."""
+    return (manager or shared_manager()).registries[kind].build(name, **kwargs)
+
+
 def _load_entry_points(pm: Manager, blocked: set[str]) -> None:
     for ep in metadata.entry_points(group=GROUP):
         dist = ep.dist.name if ep.dist else "?"

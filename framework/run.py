@@ -8,10 +8,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
+    from fp.config.settings import Settings
     from fp.dataset import Dataset, Loader
     from fp.manager import Manager
     from fp.measure import Measure
     from fp.scoring import ScoreContext
+
+
+def layer_tag(weight_name: str, quantity: str) -> str:
+    """``layer/<layer>/<quantity>``: the logged name of a per-layer scalar of a prunable weight."""
+    return f"layer/{weight_name.removesuffix('.weight')}/{quantity}"
 
 
 @dataclass
@@ -50,7 +56,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     measure: "Measure"
     device: torch.device
-    config: dict[str, Any]            # the resolved settings (train, prune, data, model, run)
+    config: dict[str, Any]            # the resolved settings as plain dicts (train, prune, ...)
     operative_config: str = ""         # gin's operative config text
     epoch: int = 0                     # epochs completed
     step: int = 0                      # optimizer steps completed
@@ -60,11 +66,26 @@ class Run:
     dense: dict[str, Any] = field(default_factory=dict)   # params, flops, filters of the dense model
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # weight granularity
     state: dict[str, Any] = field(default_factory=dict)   # plugin state saved in checkpoints
+    settings: "Settings | None" = None  # the same settings, typed (what the engine reads)
 
     @property
     def is_main(self) -> bool:
         """True on the process that writes logs and checkpoints (rank 0)."""
         return self.rank == 0
+
+    def scoring_batches(self, index: int, needs_data: bool | None = None) -> list:
+        """The scoring batches of prune event ``index``, drawn by the engine's rule (docs:
+        ``prune.samples``, ``prune.balanced``); ``needs_data`` False gives one example, None
+        asks the run's measure. The same batches the event itself scores on."""
+        draw = self.state.get("_scoring_batches")
+        if draw is None:
+            raise RuntimeError("this Run was not built by the engine; it draws no scoring batches.")
+        return draw(self, index, needs_data)
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        """Publish scalars (tag -> value) at global optimizer step ``step`` to the loggers, through
+        the ``log_scalars`` hook; TensorBoard writes each as a tag."""
+        self.manager.call("log_scalars", run=self, scalars=scalars, step=step)
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one event to ``metrics.jsonl`` (rank 0 only); set by the engine."""

@@ -30,6 +30,7 @@ import torch
 
 import fp
 from fp.errors import ConfigError
+from fp.nn import FILTER, prunable_weights
 
 #: added to the norm of the initial filter so an all-zero filter does not divide by zero
 NORM_EPS = 1e-12
@@ -49,15 +50,6 @@ def tracking(ema_batches: int = 0, init_bias: float = 0.0) -> dict[str, float]:
 def ema_alpha(ema_batches: int) -> float:
     """Smoothing factor of an EMA whose centre of mass matches a k-sample window."""
     return 2.0 / (ema_batches + 1)
-
-
-def prunable_weights(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """Conv and linear weights by parameter name (the weights the measures score)."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    return {f"{module_name}.weight" if module_name else "weight": module.weight
-            for module_name, module in model.named_modules()
-            if isinstance(module, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))}
 
 
 @fp.hookimpl
@@ -116,7 +108,7 @@ def tracked_scores(run, granularity: str,
         average = averages.get(name)
         if average is None:
             return None
-        value = run.measure.reduce(average) if granularity == "filter" else average
+        value = run.measure.reduce(average) if granularity == FILTER else average
         if value.shape != one_shot.shape:
             return None
         result[name] = value.to(one_shot.device, one_shot.dtype)

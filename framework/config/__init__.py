@@ -20,7 +20,7 @@ from fp.manager import Manager
 
 #: the folder holding framework/, plugins/ and gin/ in a source checkout (includes may name
 #: 'gin/base/x.gin' from anywhere)
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # framework/config/__init__.py -> the repository
 
 
 def parse(files: Sequence[str | os.PathLike], bindings: Sequence[str], manager: Manager) -> settings.Settings:

@@ -8,11 +8,8 @@ from typing import Annotated
 import gin
 
 from fp.errors import ConfigError
+from fp.nn import FILTER, GRANULARITIES
 from fp.validation import OneOf, Range, check_fields
-
-#: the two ways of pruning: whole filters (physically smaller) or single weights (masks)
-GRANULARITIES = ("filter", "weight")
-
 
 #: type aliases with their allowed range: the checks in fp.validation read them
 Positive = Annotated[int, Range(ge=1)]
@@ -58,7 +55,7 @@ class Prune:
     target_type: Annotated[str, OneOf("filters", "params", "flops")] = "filters"
     rounds: Positive = 1
     schedule: str = "rounds"
-    granularity: Annotated[str, OneOf(*GRANULARITIES)] = "filter"
+    granularity: Annotated[str, OneOf(*GRANULARITIES)] = FILTER
     samples: Positive = 2560              # scoring samples per prune event (paper: 20 batches of 128)
     batch_size: Positive = 128            # scoring batch size (fewer samples: one batch of them)
     temperature: Annotated[float | None, Range(gt=0)] = None  # None: the measure's own default

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from fp.data import InMemoryDataset, seeded_generator
+from fp.data.loader import InMemoryDataset
+from fp.data.transforms import seeded_generator
 from fp.errors import ConfigError
 
 #: seeded_generator keys that set the subset streams apart from the shuffle and augmentation ones

@@ -7,6 +7,7 @@ import torch
 
 from fp import config, pruning
 from fp.engine import optim, rundir
+from fp.engine.prune_event import scoring_batches
 from fp.engine.setup import Setup, make_forward, resolve_device, seed_everything
 from fp.manager import Manager
 from fp.run import Run
@@ -44,7 +45,7 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
     run = Run(out_dir=out_dir, manager=manager, model=model, dataset=dataset,
               train_loader=train_loader, test_loader=test_loader,
               optimizer=optim.make_optimizer(model, st.train), measure=measure, device=device,
-              config=st.as_dict(), rank=rank, world_size=world_size, dense=dense)
+              config=st.as_dict(), settings=st, rank=rank, world_size=world_size, dense=dense)
     metrics_log = rundir.MetricsLog(out_dir / "metrics.jsonl")
     setup = Setup(settings=st, run=run, plan=plan,
                   total_epochs=schedule.total_epochs(st.train.epochs, st.prune.rounds),
@@ -56,6 +57,7 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
         setup.write_operative_config(run)
         rundir.write_text(out_dir / "config.gin", config.config_text())
         run.state["_metrics_writer"] = metrics_log
+    run.state["_scoring_batches"] = scoring_batches
     ckpt = rundir.load_checkpoint(out_dir)
     if ckpt is not None:
         setup.restore(run, ckpt)

@@ -6,20 +6,20 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
+from fp.nn import tempered_loss
 from fp.run import Run
 
 
 def autocast(run: Run):
     """bf16 autocast when ``experiment.amp`` is on (works on CPU and CUDA), else nothing."""
-    if not run.config["experiment"]["amp"]:
+    if not run.settings.experiment.amp:
         return contextlib.nullcontext()
     return torch.autocast(device_type=run.device.type, dtype=torch.bfloat16)
 
 
 def _inputs(run: Run, x: torch.Tensor) -> torch.Tensor:
-    if run.config["experiment"]["channels_last"] and x.dim() == 4:
+    if run.settings.experiment.channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -44,7 +44,7 @@ def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None],
     """Train for one pass over ``run.train_loader``, skipping the ``progress.batches`` already
     done; ``on_step`` runs after every optimizer step (masks, hooks, due prune events, stop
     requests). Returns train loss and accuracy (non-finite when the loss diverged)."""
-    temperature = run.config["train"]["temperature"]
+    temperature = run.settings.train.temperature
     run.model.train()
     progress.loss_sum = torch.as_tensor(progress.loss_sum, dtype=torch.float32, device=run.device)
     progress.correct = torch.as_tensor(progress.correct, dtype=torch.long, device=run.device)
@@ -53,7 +53,7 @@ def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None],
             continue  # done before the checkpoint this epoch resumed from
         with autocast(run):
             logits = forward(_inputs(run, x))
-        loss = F.cross_entropy(logits.float() / temperature, y)
+        loss = tempered_loss(logits.float(), y, temperature)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -73,7 +73,7 @@ def evaluate_split(run: Run, model: torch.nn.Module | None = None, loader=None) 
     """Test loss (at the training temperature) and accuracy over the whole test split."""
     model = model if model is not None else run.model
     loader = loader if loader is not None else run.test_loader
-    temperature = run.config["train"]["temperature"]
+    temperature = run.settings.train.temperature
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=run.device)
@@ -82,7 +82,7 @@ def evaluate_split(run: Run, model: torch.nn.Module | None = None, loader=None) 
     for x, y in loader:
         with autocast(run):
             logits = model(_inputs(run, x)).float()
-        loss_sum += F.cross_entropy(logits / temperature, y, reduction="sum")
+        loss_sum += tempered_loss(logits, y, temperature, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         seen += y.numel()
     model.train(was_training)

@@ -9,7 +9,7 @@ from fp.engine.distributed import broadcast_buffers
 from fp.run import PruneEvent, Run
 from fp.schedule import PruneStep
 from fp.scoring import ScoreContext, sampling, score
-from fp.config.settings import Train
+from fp.nn import FILTER
 
 
 def scoring_batches(run: Run, index: int,
@@ -28,17 +28,17 @@ def draw_scoring(run: Run, index: int, needs_data: bool | None = None) -> tuple[
     ``prune.samples // world_size`` examples, the last batch cut short (fewer if the split is
     smaller). A data-free measure (``needs_data`` False, by default the
     run's measure's) gets one example, for the input shape."""
-    prune = run.config["prune"]
+    prune = run.settings.prune
     if not (run.measure.needs_data if needs_data is None else needs_data):
         loader = run.dataset.loader("train", 1, device=run.device)
         return [next(iter(loader))], {}
-    seed = run.config["experiment"]["seed"] + 7919 * index
-    balanced = prune.get("balanced")
+    seed = run.settings.experiment.seed + 7919 * index
+    balanced = prune.balanced
     if balanced if balanced is not None else run.measure.balanced:
         return _balanced(run, seed)
-    loader = run.dataset.loader("train", prune["batch_size"], shuffle=True, device=run.device,
+    loader = run.dataset.loader("train", prune.batch_size, shuffle=True, device=run.device,
                                 seed=seed, rank=run.rank, world_size=run.world_size)
-    batches = first_samples(loader, max(1, prune["samples"] // run.world_size))
+    batches = first_samples(loader, max(1, prune.samples // run.world_size))
     # ranks' shards are equally long, so each holds the same number of samples
     return batches, {"scoring_balanced": False,
                      "scoring_samples": sum(len(y) for _, y in batches) * run.world_size}
@@ -59,12 +59,12 @@ def first_samples(loader, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]
 
 def _balanced(run: Run, seed: int) -> tuple[list, dict]:
     """Every rank draws the same balanced set from the whole split, then keeps its share."""
-    prune, classes = run.config["prune"], run.dataset.num_classes
-    quota = sampling.per_class_quota(prune["samples"], classes, run.world_size)
-    loader = run.dataset.loader("train", prune["batch_size"], shuffle=True, device=run.device,
+    prune, classes = run.settings.prune, run.dataset.num_classes
+    quota = sampling.per_class_quota(prune.samples, classes, run.world_size)
+    loader = run.dataset.loader("train", prune.batch_size, shuffle=True, device=run.device,
                                 seed=seed)
     x, y = sampling.draw_balanced(loader, classes, quota)
-    batches = sampling.rank_share(x, y, prune["batch_size"], run.rank, run.world_size)
+    batches = sampling.rank_share(x, y, prune.batch_size, run.rank, run.world_size)
     return batches, {"scoring_balanced": True, "scoring_samples": len(y),
                      "scoring_class_counts": sampling.class_counts(y, classes)}
 
@@ -84,22 +84,22 @@ def hvp_record(event: PruneEvent) -> dict:
 
 
 def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor) -> PruneEvent:
-    prune = run.config["prune"]
+    prune = run.settings.prune
     broadcast_buffers(run.model, run.world_size)
     event = PruneEvent(index=index, step=run.step, epoch=run.epoch, target=planned.target,
-                       granularity=prune["granularity"])
-    temperature = (run.measure.temperature if prune["temperature"] is None
-                   else prune["temperature"])
+                       granularity=prune.granularity)
+    temperature = (run.measure.temperature if prune.temperature is None
+                   else prune.temperature)
     batches, drawn = draw_scoring(run, index)
     event.ctx = ScoreContext(run.model, batches, temperature=temperature, device=run.device,
-                             hvp_method=prune["hvp_method"], hvp_memory_gb=prune["hvp_memory_gb"])
+                             hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb)
     event.ctx.info.update(drawn)
     run.manager.call("before_prune", run=run, event=event)
     scores = score(None, run.measure, None, granularity=event.granularity,
                    temperature=temperature, ctx=event.ctx)
     replaced = run.manager.call("score", run=run, event=event, scores=scores)
     event.scores = replaced if replaced is not None else scores
-    if event.granularity == "filter":
+    if event.granularity == FILTER:
         _prune_filters(run, event, example_inputs)
     else:
         _mask_weights(run, event, rewind=planned.rewind)
@@ -108,33 +108,33 @@ def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Te
 
 
 def _prune_filters(run: Run, event: PruneEvent, example_inputs: torch.Tensor) -> None:
-    prune = run.config["prune"]
+    prune = run.settings.prune
     params = dict(run.model.named_parameters())
     carry = None
-    if prune["preserve_momentum"]:
+    if prune.preserve_momentum:
         carry = {n: run.optimizer.state[p]["momentum_buffer"] for n, p in params.items()
                  if "momentum_buffer" in run.optimizer.state.get(p, {})}
     result = pruning.prune_filters(
         run.model, event.scores, event.target, example_inputs=example_inputs, dense=run.dense,
-        target_type=prune["target_type"], max_fraction=prune["max_fraction"],
-        protected=tuple(prune["protected"]), carry=carry)
+        target_type=prune.target_type, max_fraction=prune.max_fraction,
+        protected=tuple(prune.protected), carry=carry)
     event.removed = result.removed
     event.widths_before, event.widths_after = result.widths_before, result.widths_after
     new_params = dict(run.model.named_parameters())
     momentum = {id(new_params[n]): t for n, t in (result.carried or {}).items() if n in new_params}
-    run.optimizer = optim.rebuild_optimizer(run.model, Train(**run.config["train"]), run.optimizer,
+    run.optimizer = optim.rebuild_optimizer(run.model, run.settings.train, run.optimizer,
                                             momentum)
 
 
 def _mask_weights(run: Run, event: PruneEvent, rewind: bool) -> None:
-    prune = run.config["prune"]
-    run.masks = pruning.weight_masks(event.scores, event.target, protected=tuple(prune["protected"]),
-                                     current=run.masks or None, max_fraction=prune["max_fraction"])
+    prune = run.settings.prune
+    run.masks = pruning.weight_masks(event.scores, event.target, protected=tuple(prune.protected),
+                                     current=run.masks or None, max_fraction=prune.max_fraction)
     if rewind and "rewind" in run.state:
         with torch.no_grad():
             for name, p in run.model.named_parameters():
                 p.copy_(run.state["rewind"][name].to(p.device))
-        run.optimizer = optim.make_optimizer(run.model, Train(**run.config["train"]))
+        run.optimizer = optim.make_optimizer(run.model, run.settings.train)
         # the LR schedule restarts with the first epoch after this event (events fall at epoch ends)
         run.state["cycle_start"] = -(-run.step // len(run.train_loader))
     pruning.apply_masks(run.model, run.masks, run.optimizer)

@@ -135,7 +135,7 @@ def make_forward(run: Run) -> Callable:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model)
-    if run.config["experiment"]["compile"]:
+    if run.settings.experiment.compile:
         model = torch.compile(model)
     return model
 

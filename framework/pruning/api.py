@@ -6,7 +6,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from fp.errors import ConfigError, DataError
+from fp.errors import DataError
 from fp.measure import Measure
 from fp.pruning.arch import build_model
 from fp.pruning.filters import prune_filters
@@ -14,10 +14,11 @@ from fp.pruning.masks import apply_masks, weight_masks
 from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
 from fp.pruning.serialize import load, save
 from fp.pruning.stats import dense_stats
-from fp.config.settings import GRANULARITIES
+from fp.nn import FILTER, WEIGHT, check_granularity
+
 
 def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: float, *,
-          granularity: str = "filter", example_inputs: torch.Tensor | None = None,
+          granularity: str = FILTER, example_inputs: torch.Tensor | None = None,
           target_type: str = "filters", max_fraction: float = DEFAULT_MAX_FRACTION,
           protected: Sequence[str] = (), temperature: float | None = None) -> nn.Module:
     """Score ``model`` with ``measure`` on ``batches`` and remove the fraction ``amount`` of its
@@ -32,8 +33,7 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     the first batch."""
     check_target(amount, target_type)
     check_fraction(max_fraction)
-    if granularity not in GRANULARITIES:
-        raise ConfigError(f"granularity {granularity!r} is not one of 'filter', 'weight'.")
+    check_granularity(granularity)
     batches = list(batches)
     if example_inputs is None:
         if not batches:
@@ -43,7 +43,7 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     from fp.scoring import score
 
     scores = score(model, measure, batches, granularity=granularity, temperature=temperature)
-    if granularity == "weight":
+    if granularity == WEIGHT:
         model.fp_masks = weight_masks(scores, amount, protected=tuple(protected),
                                       current=getattr(model, "fp_masks", None),
                                       max_fraction=max_fraction)

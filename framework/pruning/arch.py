@@ -18,12 +18,10 @@ PLAIN_SCALARS = (bool, int, float, str, type(None))
 def build_model(name: str, *, manager=None, **kwargs: Any) -> nn.Module:
     """Build the registered architecture ``name`` (through gin, so bindings apply) and record how
     in ``model.fp_arch``; gin-bound constructor arguments are recorded too. ``manager``: the
-    plugin manager whose registry to use (a fresh one by default)."""
-    if manager is None:
-        from fp.manager import make_manager
+    plugin manager whose registry to use (the shared one by default)."""
+    from fp.manager import build_registered
 
-        manager = make_manager()
-    model = manager.registries["architectures"].build(name, **kwargs)
+    model = build_registered("architectures", name, manager, **kwargs)
     model.fp_arch = {"name": name, "kwargs": {**gin_bound_arguments(name), **kwargs}}
     return model
 

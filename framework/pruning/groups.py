@@ -30,7 +30,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from fp.errors import PruningError
-from fp.pruning.stats import PRUNABLE_LAYERS, eval_mode, prunable_layers
+from fp.nn import PRUNABLE_LAYERS, eval_mode, prunable_layers
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from fp.errors import PruningError
 from fp.pruning.groups import matches
 from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
-from fp.pruning.stats import prunable_layers
+from fp.nn import prunable_layers
 
 #: how far short of the target (a fraction of the prunable weights) the cap may leave a mask
 TOLERANCE = 0.01

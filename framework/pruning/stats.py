@@ -1,27 +1,18 @@
 """Model size statistics: parameters, FLOPs and prunable filters (docs/run-directory.md, summary.json).
 
-A *prunable weight* is the weight of a conv (1-3d) or linear layer; its *filters* are its output
-channels (dim 0). FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts for one
+A *prunable weight* is the weight of a layer ``fp.nn.PRUNABLE_LAYERS`` lists (conv 1-3d, linear);
+its *filters* are its output channels (dim 0). FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts for one
 forward pass of a single example (a multiply-add counts 2; norms and activations count 0).
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-#: the layers whose weights are scored and whose output channels (filters) are pruned
-PRUNABLE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """(weight parameter name, layer) for every prunable layer, in module order."""
-    for name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_LAYERS) and isinstance(module.weight, torch.Tensor):
-            yield (f"{name}.weight" if name else "weight"), module
+from fp.nn import eval_mode, prunable_layers
 
 
 def filter_widths(model: nn.Module) -> dict[str, int]:
@@ -73,15 +64,3 @@ def dense_stats(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, Any
 def first_example(example_inputs: torch.Tensor) -> torch.Tensor:
     """Batch of one: FLOPs are reported per example."""
     return example_inputs[:1]
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block; every module's own train/eval flag is restored afterwards."""
-    flags = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in flags.items():
-            module.training = training

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from fp.errors import PruningError
 from fp.pruning.groups import ChannelGroup, channel_groups, reason
-from fp.pruning.stats import eval_mode, filter_widths
+from fp.nn import eval_mode
+from fp.pruning.stats import filter_widths
 
 
 @dataclass

@@ -3,15 +3,14 @@
 """
 from __future__ import annotations
 
-from fp.scoring.context import DEFAULT_TEMPERATURE, ParamStats, ScoreContext, prunable_weights
-from fp.scoring.statistics import eval_mode, weighted_mean_
-from fp.scoring.api import GRANULARITIES, resolve_measure, score
+from fp.scoring.context import DEFAULT_TEMPERATURE, ParamStats, ScoreContext
+from fp.scoring.statistics import weighted_mean_
+from fp.scoring.api import resolve_measure, score
 from fp.measure import to_weight_shape
 
 #: scoring samples per prune event in the paper's protocol: 20 batches of 128
 DEFAULT_SCORING_SAMPLES = 2560
 
 
-__all__ = ["DEFAULT_SCORING_SAMPLES", "DEFAULT_TEMPERATURE", "GRANULARITIES", "ParamStats",
-           "ScoreContext", "eval_mode", "prunable_weights", "resolve_measure",
-           "score", "to_weight_shape", "weighted_mean_"]
+__all__ = ["DEFAULT_SCORING_SAMPLES", "DEFAULT_TEMPERATURE", "ParamStats", "ScoreContext",
+           "resolve_measure", "score", "to_weight_shape", "weighted_mean_"]

@@ -9,23 +9,22 @@ from torch import Tensor, nn
 from fp.errors import ConfigError, DataError, PluginError
 from fp.measure import Measure
 from fp.scoring.context import ScoreContext
-from fp.scoring.statistics import eval_mode
-from fp.config.settings import GRANULARITIES
+from fp.nn import FILTER, check_granularity, eval_mode
 
 
 def score(model: nn.Module | None, measure: str | Measure, batches: Iterable | None, *,
-          granularity: str = "filter", temperature: float | None = None,
+          granularity: str = FILTER, temperature: float | None = None,
           ctx: ScoreContext | None = None, manager=None) -> dict[str, Tensor]:
     """Importance of ``model``'s conv/linear weights by ``measure``; higher = more important.
 
     ``granularity="filter"`` gives one score per output channel, "weight" one per weight, keyed by
     parameter name. ``temperature=None`` uses the measure's own T. Pass ``ctx`` to share gradient
     statistics between measures (its model and batches are used); ``manager`` resolves measure
-    names (a fresh plugin manager otherwise). Scores are detached float32 on the weights' device;
-    a measure may leave weights out (bn_* skip layers that no BatchNorm follows).
+    names (the shared one of ``fp.manager.shared_manager`` otherwise). Scores are detached
+    float32 on the weights' device; a measure may leave weights out (bn_* skip layers that no
+    BatchNorm follows).
     """
-    if granularity not in GRANULARITIES:
-        raise ConfigError(f"granularity {granularity!r} is not one of 'filter', 'weight'.")
+    check_granularity(granularity)
     measure = resolve_measure(measure, manager)
     if ctx is None:
         ctx = ScoreContext(model, batches)
@@ -35,7 +34,7 @@ def score(model: nn.Module | None, measure: str | Measure, batches: Iterable | N
     if measure.needs_data and not view.batches:
         raise DataError(f"measure {measure.name!r} needs scoring batches, and none were given.")
     with eval_mode(view.model):  # also for measures that run the model themselves
-        raw = measure.filter_scores(view) if granularity == "filter" else measure(view)
+        raw = measure.filter_scores(view) if granularity == FILTER else measure(view)
     return _checked_scores(raw, view.weights, granularity, measure.name)
 
 
@@ -47,11 +46,9 @@ def resolve_measure(measure: str | Measure | type, manager=None) -> Measure:
     if isinstance(measure, type) and issubclass(measure, Measure):
         return measure()
     if isinstance(measure, str):
-        if manager is None:
-            from fp.manager import make_manager
+        from fp.manager import build_registered
 
-            manager = make_manager()
-        return manager.registries["measures"].build(measure)
+        return build_registered("measures", measure, manager)
     raise ConfigError(f"measure must be a registered name or an fp.Measure, not {measure!r}.")
 
 
@@ -63,7 +60,7 @@ def _checked_scores(raw: dict[str, Tensor], weights: dict[str, nn.Parameter], gr
             raise PluginError(f"measure {measure_name!r} scored {name!r}, which is not one of the "
                               f"weights being scored.")
         weight = weights[name]
-        shape = weight.shape[:1] if granularity == "filter" else weight.shape
+        shape = weight.shape[:1] if granularity == FILTER else weight.shape
         if tuple(value.shape) != tuple(shape):
             raise PluginError(f"measure {measure_name!r} gave {name!r} {granularity} scores of "
                               f"shape {tuple(value.shape)}; expected {tuple(shape)}.")

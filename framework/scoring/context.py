@@ -5,12 +5,12 @@ import copy
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fp.errors import ConfigError, DataError
 from fp.measure import Measure
-from fp.scoring import hvp, statistics, topology
+from fp.nn import prunable_weights, tempered_loss
+from fp.scoring import filter_hvp, hvp, statistics, topology
 
 #: T when neither the context nor the measure names one: the paper protocol's training temperature
 DEFAULT_TEMPERATURE = Measure.temperature
@@ -69,7 +69,7 @@ class ScoreContext:
 
     def loss(self, outputs: Tensor, targets: Tensor, temperature: float | None = None) -> Tensor:
         """The scoring loss: cross-entropy of outputs/T, the mean over the batch."""
-        return F.cross_entropy(outputs / self._t(temperature), targets)
+        return tempered_loss(outputs, targets, self._t(temperature))
 
     def grad(self, temperature: float | None = None) -> dict[str, Tensor]:
         """g = Σ_b n_b ∇L_b / Σ_b n_b: the mean over scoring samples (a batch counts by its
@@ -98,10 +98,10 @@ class ScoreContext:
         if key not in self._cache:
             if ("hess_grad", t) in self._cache:
                 hess_grad = self._cache[("hess_grad", t)]
-                dots = {n: hvp.filter_sums(w.detach() * hess_grad[n])
+                dots = {n: filter_hvp.filter_sums(w.detach() * hess_grad[n])
                         for n, w in self.weights.items() if n in hess_grad}
             else:
-                dots = self._second_order(hvp.mean_filter_hess_grad, t, self.weights)
+                dots = self._second_order(filter_hvp.mean_filter_hess_grad, t, self.weights)
             self._cache[key] = ParamStats(dots)
         return self._cache[key]
 
@@ -143,12 +143,6 @@ class ScoreContext:
         if not self.batches:
             raise DataError("gradient statistics need scoring batches, and none were given.")
         return self.batches
-
-
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Every conv (1-3d) and linear weight, by parameter name, in module order."""
-    return {f"{name}.weight" if name else "weight": module.weight
-            for name, module in model.named_modules() if isinstance(module, topology.LAYERS)}
 
 
 def _checked(model: nn.Module, weights: dict[str, nn.Parameter]) -> dict[str, nn.Parameter]:

@@ -15,116 +15,17 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections import Counter
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from fp.scoring.conv_autograd import Convolution, Geometry
 from fp.scoring.topology import structure_fingerprint
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
-
-
-class Geometry(NamedTuple):
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-    groups: int
-
-    def convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-        return torch.convolution(x, weight, bias, self.stride, self.padding, self.dilation,
-                                 False, [0] * len(self.stride), self.groups)
-
-    def backward(self, grad_out: Tensor, x: Tensor, weight: Tensor,
-                 mask: tuple[bool, bool, bool]) -> tuple[Tensor | None, ...]:
-        """(∂x, ∂W, ∂b) of ⟨grad_out, conv(x, W) + b⟩, those ``mask`` asks for."""
-        bias_sizes = [weight.shape[0]] if mask[2] else None
-        grads = torch.ops.aten.convolution_backward(
-            grad_out, x, weight, bias_sizes, self.stride, self.padding, self.dilation, False,
-            [0] * len(self.stride), self.groups, list(mask))
-        return tuple(g if wanted else None for g, wanted in zip(grads, mask))
-
-
-def _channel_sum(a: Tensor, b: Tensor) -> Tensor:
-    """Σ over everything but the channel dimension of a ⊙ b: one number per channel."""
-    return (a * b).sum([d for d in range(a.dim()) if d != 1])
-
-
-class _Convolution(torch.autograd.Function):
-    """conv(x, W) + b, whose backward is ``_ConvolutionGrad`` (differentiable, cheaply).
-
-    ``scale`` (optional) is a vector of ones, one per filter p, multiplying the filters:
-    ∂/∂scale_p of ⟨c, conv(x, W)⟩ is Σ_{i∈p} W_i ∂/∂W_i, read off the output as ⟨c_p, y_p⟩ with
-    no weight-gradient convolution. With a scale, the layer serves filter-wise Hessian products
-    (``hvp.mean_filter_hess_grad``): its first backward gives ∂x, ∂W, ∂b (∂W taken with respect
-    to the scaled weight), its second ∂x and ∂scale only.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, scale: Tensor | None,
-                geometry: Geometry):
-        ctx.geometry, ctx.scaled, ctx.differentiated = geometry, scale is not None, False
-        if scale is None:
-            ctx.save_for_backward(x, weight, None, None)
-            return geometry.convolve(x, weight, bias)
-        out = geometry.convolve(x, weight)  # scale is all ones: the filters as they are
-        ctx.save_for_backward(x, weight, out, scale)
-        # a new tensor either way, so that an in-place activation cannot touch the saved ``out``
-        return out + bias.view(1, -1, *[1] * (out.dim() - 2)) if bias is not None else out.clone()
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, weight, out, scale = ctx.saved_tensors
-        mask = tuple(ctx.needs_input_grad[:3])
-        if ctx.scaled and ctx.differentiated:  # the second time: filter-wise products only
-            grad_x = ctx.geometry.backward(grad_out, x, weight, (mask[0], False, False))[0]
-            return grad_x, None, None, _channel_sum(grad_out, out), None
-        ctx.differentiated = True
-        grads = _ConvolutionGrad.apply(grad_out, x, weight, scale, ctx.geometry, mask)
-        return (*grads, None, None)
-
-
-class _ConvolutionGrad(torch.autograd.Function):
-    """(grad_out, x, W) ↦ (∂x, ∂W, ∂b): bilinear in grad_out and (x, W), so its backward has a
-    closed form (see the module docstring). With ``scale``, its backward gives ∂scale_p =
-    ⟨conv(a_x, W)_p, grad_out_p⟩ in place of ∂W."""
-
-    @staticmethod
-    def forward(ctx, grad_out: Tensor, x: Tensor, weight: Tensor, scale: Tensor | None,
-                geometry: Geometry, mask: tuple[bool, bool, bool]):
-        ctx.set_materialize_grads(False)  # a missing cotangent stays None: no convolving zeros
-        ctx.save_for_backward(grad_out, x, weight)
-        ctx.geometry, ctx.scaled = geometry, scale is not None
-        return geometry.backward(grad_out, x, weight, mask)
-
-    @staticmethod
-    def backward(ctx, a_x: Tensor | None, a_w: Tensor | None, a_b: Tensor | None):
-        grad_out, x, weight = ctx.saved_tensors
-        geometry = ctx.geometry
-        conv_a_x = geometry.convolve(a_x, weight) if a_x is not None else None
-        d_scale = (_channel_sum(conv_a_x, grad_out) if ctx.scaled and conv_a_x is not None
-                   else None)
-        d_grad_out = None
-        if ctx.needs_input_grad[0]:  # fresh convolution outputs: accumulate in place
-            d_grad_out = conv_a_x
-            if a_w is not None:
-                term = geometry.convolve(x, a_w)
-                d_grad_out = term if d_grad_out is None else d_grad_out.add_(term)
-            if a_b is not None:
-                bias = a_b.view(1, -1, *[1] * (grad_out.dim() - 2))
-                d_grad_out = (bias.expand_as(grad_out).clone() if d_grad_out is None
-                              else d_grad_out.add_(bias))
-        # ∂x of ⟨a_w, ∂W⟩ is the input gradient with a_w as weight; ∂W of ⟨a_x, ∂x⟩ is the
-        # weight gradient with a_x as input: one convolution_backward gives both
-        want_x = ctx.needs_input_grad[1] and a_w is not None
-        want_w = ctx.needs_input_grad[2] and a_x is not None and not ctx.scaled
-        d_x = d_w = None
-        if want_x or want_w:
-            d_x, d_w, _ = geometry.backward(grad_out, a_x if want_w else x,
-                                            a_w if want_x else weight, (want_x, want_w, False))
-        return d_grad_out, d_x, d_w, d_scale, None, None
 
 
 def _conv_forward(module: nn.Module, geometry: Geometry, batchnorm: nn.Module | None,
@@ -137,7 +38,7 @@ def _conv_forward(module: nn.Module, geometry: Geometry, batchnorm: nn.Module | 
             scale, shift = _batchnorm_affine(batchnorm)
             weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
             bias = shift if bias is None else torch.addcmul(shift, bias, scale)
-        return _Convolution.apply(x, weight, bias, scales.get(module), geometry)
+        return Convolution.apply(x, weight, bias, scales.get(module), geometry)
     return forward
 
 
@@ -170,7 +71,7 @@ def _is_fixed_batchnorm(module: nn.Module) -> bool:
 
 
 def replaceable(module: nn.Module) -> bool:
-    """Whether ``cheap_double_backward`` runs this module as ``_Convolution``."""
+    """Whether ``cheap_double_backward`` runs this module as ``Convolution``."""
     return _is_plain_conv(module) and "forward" not in vars(module)
 
 
@@ -264,7 +165,7 @@ def cheap_double_backward(model: nn.Module, scales: dict[nn.Module, Tensor] | No
                           ) -> Iterator[nn.Module]:
     """Within the block, ``model``'s convolutions and eval-mode BatchNorms run as the layers
     above. Enter it with the model already in the mode it will be differentiated in. ``scales``
-    gives convolutions (``replaceable``) their filter scales (see ``_Convolution``)."""
+    gives convolutions (``replaceable``) their filter scales (see ``Convolution``)."""
     patched = []
     try:
         for module, forward in _replacements(model, scales or {}).items():

@@ -13,32 +13,16 @@ each rank's share counts by its samples and every rank ends with the same statis
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fp.nn import batch_loss, eval_mode
+from fp.scoring.second_order import cheap_double_backward
+
 Batch = tuple[Tensor, Tensor]
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run the block with ``model`` in eval mode, then give every submodule its own mode back."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:  # the attribute, not train(): that would recurse
-            module.training = training
-
-
-def batch_loss(model: nn.Module, x: Tensor, y: Tensor, temperature: float) -> Tensor:
-    """Cross-entropy of the tempered logits, the mean over the batch."""
-    return F.cross_entropy(model(x) / temperature, y)
 
 
 def sample_count(batch: Batch) -> int:
@@ -114,19 +98,30 @@ class Moments:
         return dict(zip(names, means[:len(names)])), dict(zip(names, means[len(names):]))
 
 
+def batch_grads(model: nn.Module, x: Tensor, y: Tensor, temperature: float,
+                params: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
+    """∇L_b for each of ``params`` (None where L_b does not reach it), no graph kept."""
+    return torch.autograd.grad(batch_loss(model, x, y, temperature), params, allow_unused=True)
+
+
+def gradient_moments(batches: Sequence[Batch], params: Sequence[Tensor],
+               grads_of: Callable[[int, Tensor, Tensor], Sequence[Tensor | None]]) -> Moments:
+    """The sample-weighted sums of every batch's gradients (``grads_of(index, x, y)``) and their
+    squares: the one pass behind g and E[g²], whether or not it also keeps graphs (``hvp``)."""
+    moments = Moments(params)
+    for index, (x, y) in enumerate(batches):
+        moments.add(grads_of(index, x, y), sample_count((x, y)))
+    return moments
+
+
 def mean_grad_and_sq(model: nn.Module, batches: list[Batch],
                      temperature: float) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """g and E[g²] over all trainable parameters, from one forward and backward per batch."""
     names, params = trainable(model)
     if not names:
         return {}, {}
-    from fp.scoring.second_order import cheap_double_backward  # it reads eval_mode from here
-
-    moments = Moments(params)
     # the folded layers compute the same gradient without BatchNorm's own passes over the data
     with eval_mode(model), torch.enable_grad(), cheap_double_backward(model):
-        for x, y in batches:
-            grads = torch.autograd.grad(batch_loss(model, x, y, temperature), params,
-                                        allow_unused=True)
-            moments.add(grads, sample_count((x, y)))
+        moments = gradient_moments(batches, params,
+                             lambda _, x, y: batch_grads(model, x, y, temperature, params))
     return moments.means(names)

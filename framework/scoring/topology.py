@@ -19,10 +19,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fp.scoring.statistics import eval_mode
+from fp.nn import PRUNABLE_LAYERS, eval_mode
 
 BATCHNORM = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d and SyncBatchNorm
-LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 _ELEMENTWISE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -139,7 +138,7 @@ def _by_module_order(model: nn.Module, owners: set[str],
             if isinstance(modules[name], BATCHNORM):
                 found[owner] = name
                 break
-            if name in owners or isinstance(modules[name], LAYERS):
+            if name in owners or isinstance(modules[name], PRUNABLE_LAYERS):
                 break
     return found
 

@@ -18,7 +18,7 @@ At every prune event (on every rank, since the gradients are all-reduced; logged
     event's cached gradients; grasp adds a Hessian-gradient pass at its own temperature.
 
 Records go to metrics.jsonl as ``{"event": "flow", "at": "start" | "epoch" | "prune", ...}`` and
-to TensorBoard under flow/ and layer/<layer>/ through ``fp.plugins.tensorboard.writer_for``.
+to TensorBoard under flow/ and layer/<layer>/ through the ``log_scalars`` hook (``run.log_scalars``).
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ import torch
 import fp
 from fp.errors import ConfigError
 from fp.plugins.flow import norms, prune_check
-from fp.plugins.tensorboard import layer_tag, writer_for
-from fp.scoring import prunable_weights
+from fp.run import layer_tag
+from fp.nn import prunable_weights
 
 #: checkpointed: the norm window (filter norms at its start, accumulated flow, steps)
 STATE_KEY = "flow"
@@ -90,7 +90,7 @@ def before_prune(run, event) -> None:
         return
     norm_flow = None
     if run.is_main:
-        norm_flow = norms.check(run.state[STATE_KEY], prunable_weights(run.model))
+        norm_flow = norms.window_summary(run.state[STATE_KEY], prunable_weights(run.model))
     before = prune_check.observe_before(run, event, settings["measures"], settings["temperature"])
     event.info["flow"] = {"norm_flow": norm_flow, "before": before}
 
@@ -111,7 +111,7 @@ def after_epoch(run, epoch: int, metrics: dict[str, float]) -> None:
     if not _settings(run) or not run.is_main:
         return
     weights = prunable_weights(run.model)
-    norm_flow = norms.check(run.state[STATE_KEY], weights)
+    norm_flow = norms.window_summary(run.state[STATE_KEY], weights)
     log_norms(run, "epoch", norm_flow and {k: norm_flow[k] for k in FLOW_SUMMARY})
     run.state[STATE_KEY] = norms.new_window(weights)
 
@@ -124,13 +124,10 @@ def log_norms(run, at: str, norm_flow: dict | None) -> None:
               "norm_sq": per_layer, "norm_sq_total": sum(per_layer.values()),
               "norm_flow": norm_flow}
     run.log(record)
-    writer = writer_for(run)
-    if writer is None:
-        return
-    writer.add_scalar("flow/norm_sq_total", record["norm_sq_total"], run.step)
-    for name, value in per_layer.items():
-        writer.add_scalar(layer_tag(name, "norm_sq"), value, run.step)
-    _write_norm_flow(writer, norm_flow, run.step)
+    scalars = {"flow/norm_sq_total": record["norm_sq_total"],
+               **{layer_tag(name, "norm_sq"): value for name, value in per_layer.items()},
+               **_norm_flow_scalars(norm_flow)}
+    run.log_scalars(scalars, run.step)
 
 
 def log_prune(run, event, record: dict) -> None:
@@ -138,28 +135,27 @@ def log_prune(run, event, record: dict) -> None:
     run.log({"event": "flow", "at": "prune", "index": event.index, "epoch": event.epoch,
              "step": event.step, "granularity": event.granularity,
              "measure": getattr(run.measure, "name", ""), **record})
-    writer = writer_for(run)
-    if writer is None:
-        return
-    for key in ("loss_before", "loss_after", "loss_change", "loss_change_predicted",
-                "grad_norm_sq_before", "grad_norm_sq_after"):
-        writer.add_scalar(f"flow/{key}", record[key], event.step)
-    _write_norm_flow(writer, record["norm_flow"], event.step)
+    scalars = {f"flow/{key}": record[key] for key in (
+        "loss_before", "loss_after", "loss_change", "loss_change_predicted",
+        "grad_norm_sq_before", "grad_norm_sq_after")}
+    scalars.update(_norm_flow_scalars(record["norm_flow"]))
     for name, fraction in record.get("pruned_frac", {}).items():
-        writer.add_scalar(layer_tag(name, "pruned_frac"), fraction, event.step)
+        scalars[layer_tag(name, "pruned_frac")] = fraction
     for measure, values in record.get("rank_correlation", {}).items():
         for statistic, value in values.items():
             if value is not None:
-                writer.add_scalar(f"flow/rank_{statistic}/{measure}", value, event.step)
+                scalars[f"flow/rank_{statistic}/{measure}"] = value
+    run.log_scalars(scalars, event.step)
 
 
-def _write_norm_flow(writer, norm_flow: dict | None, step: int) -> None:
+def _norm_flow_scalars(norm_flow: dict | None) -> dict[str, float]:
     if not norm_flow:
-        return
+        return {}
+    scalars = {"flow/norm_change": norm_flow["total_measured"],
+               "flow/norm_change_predicted": norm_flow["total_predicted"]}
     if norm_flow["pearson"] is not None:
-        writer.add_scalar("flow/norm_flow_pearson", norm_flow["pearson"], step)
-    writer.add_scalar("flow/norm_change", norm_flow["total_measured"], step)
-    writer.add_scalar("flow/norm_change_predicted", norm_flow["total_predicted"], step)
+        scalars["flow/norm_flow_pearson"] = norm_flow["pearson"]
+    return scalars
 
 
 def _to_device(window: dict, device: torch.device) -> dict:

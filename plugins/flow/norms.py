@@ -64,7 +64,7 @@ def accumulate(window: dict, weights: dict[str, Tensor], optimizer: torch.optim.
     window["steps"] += 1
 
 
-def check(window: dict, weights: dict[str, Tensor]) -> dict | None:
+def window_summary(window: dict, weights: dict[str, Tensor]) -> dict | None:
     """Measured against predicted Δ‖θ_p‖² over the window, per filter (every layer whose width
     did not change, concatenated in module order); None for a window without steps."""
     if window["steps"] == 0:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+import fp
+from fp.nn import FILTER, batch_loss, eval_mode
 from fp.plugins.flow.correlation import rank_correlations
 from fp.plugins.flow.norms import per_filter
-from fp.scoring import ScoreContext, eval_mode, score
-from fp.scoring.statistics import batch_loss
 
 
 @dataclass
@@ -43,13 +43,13 @@ def observe_before(run, event, measures: dict[str, fp.Measure], temperature: flo
     the event context's cached gradients)."""
     batches = diagnostic_batches(run, event)
     ctx = (event.ctx if event.ctx is not None and batches is event.ctx.batches
-           else ScoreContext(run.model, batches, temperature=temperature, device=run.device))
+           else fp.ScoreContext(run.model, batches, temperature=temperature, device=run.device))
     grad = ctx.grad(temperature)
     theta_g = {n: w.detach() * grad[n] for n, w in ctx.weights.items() if grad.get(n) is not None}
-    by_filter = event.granularity == "filter"
+    by_filter = event.granularity == FILTER
     if by_filter:
         theta_g = {n: per_filter(v) for n, v in theta_g.items()}
-    compared = ({name: score(None, m, None, ctx=ctx) for name, m in measures.items()}
+    compared = ({name: fp.score(None, m, None, ctx=ctx) for name, m in measures.items()}
                 if by_filter else {})
     return Before(batches=batches, loss=mean_loss(run.model, batches, temperature),
                   grad_norm_sq=grad_norm_sq(grad), theta_g=theta_g,
@@ -59,9 +59,9 @@ def observe_before(run, event, measures: dict[str, fp.Measure], temperature: flo
 def observe_after(run, event, before: Before, temperature: float) -> dict:
     """The event's record: before/after values, measured and predicted loss change, and at filter
     granularity the per-layer pruned fractions and the rank correlations."""
-    after = ScoreContext(run.model, before.batches, temperature=temperature, device=run.device)
+    after = fp.ScoreContext(run.model, before.batches, temperature=temperature, device=run.device)
     loss_after = mean_loss(run.model, before.batches, temperature)
-    removed = (event.removed if event.granularity == "filter"
+    removed = (event.removed if event.granularity == FILTER
                else newly_masked(before.masks, run.masks))
     record = {"temperature": temperature, "samples": sum(len(y) for _, y in before.batches),
               "loss_before": before.loss, "loss_after": loss_after,
@@ -69,7 +69,7 @@ def observe_after(run, event, before: Before, temperature: float) -> dict:
               "loss_change_predicted": predicted_loss_change(before.theta_g, removed),
               "grad_norm_sq_before": before.grad_norm_sq,
               "grad_norm_sq_after": grad_norm_sq(after.grad())}
-    if event.granularity == "filter":
+    if event.granularity == FILTER:
         record["pruned_frac"] = pruned_fractions(event.widths_before, event.widths_after)
         record["rank_correlation"] = rank_correlations(event.scores, before.compared)
     return record
@@ -80,9 +80,7 @@ def diagnostic_batches(run, event) -> list:
     the batches a data-reading measure would get at this event, drawn by the engine's own rule."""
     if run.measure.needs_data and event.ctx is not None:
         return event.ctx.batches
-    from fp.engine.prune_event import scoring_batches  # the engine's; loaded only when needed
-
-    return scoring_batches(run, event.index, needs_data=True)
+    return run.scoring_batches(event.index, needs_data=True)
 
 
 @torch.no_grad()

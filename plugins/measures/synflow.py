@@ -30,7 +30,7 @@ class SynFlow(fp.Measure):
         import torch  # here, not at import: `fp list measures` does not need torch
         from torch.func import functional_call
 
-        from fp.scoring.statistics import eval_mode
+        from fp.nn import eval_mode
 
         state = linearised_state(ctx.model)
         weights = [state[n].requires_grad_(True) for n in ctx.weights]

@@ -6,7 +6,7 @@ from fp.errors import ConfigError, DataError
 
 def check_run(target: float, epochs: int, steps_per_epoch: int) -> None:
     """The settings every schedule plans with: ``prune.target``, ``train.epochs``, loader length."""
-    check_target(target)
+    check_schedule_target(target)
     if epochs < 0:
         raise ConfigError(f"train.epochs = {epochs!r} must not be negative.")
     if steps_per_epoch < 1:
@@ -14,7 +14,7 @@ def check_run(target: float, epochs: int, steps_per_epoch: int) -> None:
                         f"a schedule needs at least 1.")
 
 
-def check_target(target: float) -> None:
+def check_schedule_target(target: float) -> None:
     if not 0.0 <= target < 1.0:
         raise ConfigError(f"prune.target = {target!r} must be in [0, 1) (the fraction removed).")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import fp
 from fp.schedule import PruneStep
 
-from ._checks import check_rounds, check_rounds_fit_epochs, check_run, check_target
+from ._checks import check_rounds, check_rounds_fit_epochs, check_run, check_schedule_target
 
 
 def paper_round_fractions(target: float, rounds: int) -> list[float]:
@@ -13,7 +13,7 @@ def paper_round_fractions(target: float, rounds: int) -> list[float]:
     p_i = P / (i·P + n·(1 − P)): the survivors after round i are n(1 − P) / (iP + n(1 − P))
     of the dense model, so the product of (1 − p_i) telescopes to exactly 1 − P after n rounds.
     """
-    check_target(target)
+    check_schedule_target(target)
     check_rounds(rounds)
     n, p = rounds, target
     return [p / (i * p + n * (1.0 - p)) for i in range(1, n + 1)]

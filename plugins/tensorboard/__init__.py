@@ -12,7 +12,7 @@ Tags, by section:
            (``prune/scores/<layer>``) and over all layers (``prune/scores/all``)
   layer/   ``layer/<layer>/width``: output channels kept after each prune event
   config/  the operative gin config (text), at the start
-  flow/    the gradient-flow diagnostics (``fp.plugins.flow``), through :func:`writer_for`
+  flow/    the gradient-flow diagnostics (``fp.plugins.flow``), and any plugin's ``log_scalars``
 and, at the end, an hparams summary: the train/prune/data/model settings against the final
 test/acc, test/best_acc, model/params_frac and model/flops_frac.
 
@@ -30,6 +30,7 @@ import torch
 import fp
 from fp.errors import ConfigError
 from fp.plugins.tensorboard.hparams import write_hparams
+from fp.run import layer_tag
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch.utils.tensorboard import SummaryWriter
@@ -66,11 +67,6 @@ def writer_for(run) -> "SummaryWriter | None":
     return board["writer"] if board else None
 
 
-def layer_tag(weight_name: str, quantity: str) -> str:
-    """``layer/<layer>/<quantity>`` for a prunable weight's parameter name."""
-    return f"layer/{weight_name.removesuffix('.weight')}/{quantity}"
-
-
 def _board(run) -> dict[str, Any] | None:
     if STATE_KEY not in run.state:
         run.state[STATE_KEY] = _open(run)
@@ -97,10 +93,17 @@ def run_start(run) -> None:
     writer = writer_for(run)
     if writer is None:
         return
-    from fp import config
-
     # fenced, so TensorBoard's markdown keeps the gin file's line breaks and '#' comments
-    writer.add_text("config/operative", f"```\n{config.operative_text()}\n```", run.step)
+    writer.add_text("config/operative", f"```\n{fp.operative_config()}\n```", run.step)
+
+
+@fp.hookimpl
+def log_scalars(run, scalars: dict[str, float], step: int) -> None:
+    writer = writer_for(run)
+    if writer is None:
+        return
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
 
 
 @fp.hookimpl

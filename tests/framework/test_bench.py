@@ -11,7 +11,7 @@ import fp
 from fp.tools.bench import Sizes, bench, format_rows
 from fp.tools.bench.scoring import INFORMATIONAL, TARGETS, score_rows
 from fp.tools.bench import timing as timing_module
-from fp.tools.bench.timing import Task, Timing, compare, make_row, meets
+from fp.tools.bench.timing import Task, Timing, measure_ratio, make_row, meets
 from fp.tools.bench.folder import crop_and_flip, write_jpegs
 from fp.tools.bench.training import amp_row
 from fp.errors import FpError
@@ -102,7 +102,7 @@ def test_compare_warms_up_then_alternates_and_keeps_prepare_untimed():
     calls = []
     measured = Task(prepare=lambda: calls.append("prepare") or "fresh",
                     run=lambda state: calls.append(f"measured:{state}"))
-    timing = compare(measured, lambda: calls.append("baseline"), repeats=3,
+    timing = measure_ratio(measured, lambda: calls.append("baseline"), repeats=3,
                      device=torch.device("cpu"), balance=False)
     runs = [c for c in calls if c != "prepare"]
     assert runs == ["baseline", "measured:fresh",            # warm-up
@@ -122,7 +122,7 @@ def test_compare_times_the_shorter_side_as_a_mean_of_runs_about_as_long_as_the_o
     def work(name, seconds):
         return lambda: runs.append(name) or clock.__setitem__(0, clock[0] + seconds)
 
-    timing = compare(work("long", 3.0), work("short", 1.0), repeats=2,
+    timing = measure_ratio(work("long", 3.0), work("short", 1.0), repeats=2,
                      device=torch.device("cpu"))
     assert runs == ["short", "long"] + ["short"] * 3 + ["long"] + ["long"] + ["short"] * 3
     assert timing.measured == [3.0, 3.0] and timing.baseline == [1.0, 1.0]

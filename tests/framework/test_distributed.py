@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from fp.engine.distributed import launch
+from fp.engine.launch import launch
 
 BINDS = ["train.epochs = 6", "prune.rounds = 2", "prune.target = 0.5", "prune.samples = 128",
          "digits.size = 8", "flow.enabled = False"]

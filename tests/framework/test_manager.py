@@ -83,3 +83,19 @@ def _module_with(**hooks):
         fn.__name__ = name
         setattr(module, name, fp.hookimpl(fn))
     return module
+
+
+def test_names_outside_a_run_resolve_through_one_shared_manager(monkeypatch):
+    from fp import manager as host
+    from fp.pruning import build_model
+    from fp.scoring import resolve_measure
+
+    monkeypatch.setattr(host, "_SHARED", {})
+    built = []
+    real = host.make_manager
+    monkeypatch.setattr(host, "make_manager", lambda **kw: built.append(kw) or real(**kw))
+    build_model("small_cnn", num_classes=10, in_channels=3)
+    assert resolve_measure("snip").name == "snip" and resolve_measure("taylor").name == "taylor"
+    assert len(built) == 1  # one manager for every lookup, not one per call
+    monkeypatch.setenv("FP_BLOCK_PLUGINS", "flow")  # other plugin settings: another manager
+    assert host.shared_manager().is_blocked("flow") and len(built) == 2

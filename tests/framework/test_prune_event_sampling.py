@@ -48,8 +48,9 @@ def make_run(dataset, *, samples=60, batch_size=16, balanced=None, measure="gras
     return SimpleNamespace(
         dataset=dataset, measure=manager().registries["measures"].build(measure),
         device=torch.device("cpu"), rank=rank, world_size=world_size,
-        config={"prune": {"samples": samples, "batch_size": batch_size, "balanced": balanced},
-                "experiment": {"seed": seed}})
+        settings=SimpleNamespace(
+            prune=SimpleNamespace(samples=samples, batch_size=batch_size, balanced=balanced),
+            experiment=SimpleNamespace(seed=seed)))
 
 
 def images(batches) -> list[int]:

@@ -16,7 +16,8 @@ from fp.errors import ConfigError, RegistryError
 from fp.plugins import flow
 from fp.plugins.flow import correlation, norms, prune_check
 from fp.run import PruneEvent
-from fp.scoring import ScoreContext, prunable_weights
+from fp.nn import prunable_weights
+from fp.scoring import ScoreContext
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin"
 TRAIN_T = 2.0  # the training temperature of the fake runs
@@ -42,6 +43,8 @@ def fake_run(manager, model, out_dir, measure="snip"):
         device=torch.device("cpu"), is_main=True, resumed=False, step=0, epoch=0, masks={},
         state={}, config={"train": {"temperature": TRAIN_T}}, records=records,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1), log=records.append)
+    run.log_scalars = lambda scalars, step: manager.call("log_scalars", run=run, scalars=scalars,
+                                                         step=step)
     return run
 
 
@@ -82,7 +85,7 @@ def test_one_step_adds_the_effective_lr_times_theta_dot_objective_gradient():
     theta = layer.weight.detach()
     expected = (0.1 / (1 - 0.5)) * (theta * (grad + 0.01 * theta)).sum(1)
     assert window["steps"] == 1
-    assert torch.allclose(torch.tensor(norms.check(window, {"w": layer.weight})["predicted"]),
+    assert torch.allclose(torch.tensor(norms.window_summary(window, {"w": layer.weight})["predicted"]),
                           -2 * expected)
 
 
@@ -98,12 +101,12 @@ def test_the_prediction_matches_the_measured_norm_change_under_small_steps():
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
         norms.accumulate(window, weights, optimizer)
-    result = norms.check(window, weights)
+    result = norms.window_summary(window, weights)
     measured, predicted = np.array(result["measured"]), np.array(result["predicted"])
     assert result["steps"] == 12 and len(measured) == 6 + 5 + 3 == sum(result["filters"].values())
     assert np.allclose(measured, predicted, rtol=0.02, atol=1e-4 * np.abs(measured).max())
     assert result["pearson"] > 0.999
-    assert norms.check(norms.new_window(weights), weights) is None  # no steps, nothing to say
+    assert norms.window_summary(norms.new_window(weights), weights) is None  # no steps, nothing to say
 
 
 # --- correlations ----------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
                    shape=sizes.image_shape, real=sizes.folder_real))
     model = build_model(sizes.score_architecture, num_classes=sizes.classes,
                         in_channels=sizes.image_shape[0], manager=manager).to(where)
-    batches = scoring_batches(manager, sizes, where)
+    batches = bench_batches(manager, sizes, where)
     measures = [manager.registries["measures"].build(n)
                 for n in manager.registries["measures"].names()]
     score_rows(model, batches, measures, repeats=sizes.repeats, device=where, on_row=add)
@@ -112,7 +112,7 @@ def synthetic_data(manager: Manager, sizes: Sizes, images: int):
         num_classes=sizes.classes)
 
 
-def scoring_batches(manager: Manager, sizes: Sizes, device: torch.device):
+def bench_batches(manager: Manager, sizes: Sizes, device: torch.device):
     """Normalised, un-augmented batches, already on the device (as a prune event draws them)."""
     data = synthetic_data(manager, sizes, sizes.score_batches * sizes.batch_size)
     return list(data.loader("train", sizes.batch_size, device=device))

@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from fp.tools.bench.timing import compare, make_row
+from fp.tools.bench.timing import measure_ratio, make_row
 from fp.data import InMemoryDataset
 
 #: images/s of fp's loader over the per-image pipeline's
@@ -60,7 +60,7 @@ def augment_row(dataset: InMemoryDataset, *, batch_size: int, workers: int, repe
         for x, y in slow:  # delivered where fp's batches already are
             x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
-    timing = compare(fp_epoch, per_image_epoch, repeats=repeats, device=device)
+    timing = measure_ratio(fp_epoch, per_image_epoch, repeats=repeats, device=device)
     shape = tuple(dataset.splits["train"].images.shape[1:])
     return make_row("augment", timing, TARGET, speedup=True,
                     baseline=f"per-image PIL + torchvision transforms, DataLoader with "

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fp.tools.bench.timing import Task, compare, make_row
+from fp.tools.bench.timing import Task, measure_ratio, make_row
 
 #: (row name, fp arguments, ratio target, the wall it stands for)
 COMMANDS = (
@@ -37,7 +37,7 @@ def cli_rows(repeats: int) -> list[dict[str, Any]]:
     baseline = process([sys.executable, "-c", "import typer"])
     rows = []
     for name, args, target, wall in COMMANDS:
-        timing = compare(process([*fp_command(), *args]), baseline, repeats=repeats,
+        timing = measure_ratio(process([*fp_command(), *args]), baseline, repeats=repeats,
                          device=torch.device("cpu"), balance=False)
         seconds = min(timing.measured)
         rows.append(make_row(name, timing, target, baseline='python -c "import typer"',

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fp.tools.bench.timing import compare, make_row
+from fp.tools.bench.timing import measure_ratio, make_row
 from fp.tools.bench.training import built_run, fp_epoch
 from fp.engine.setup import Setup
 from fp.config import REPO_ROOT
@@ -42,7 +42,7 @@ def folder_row(manager: Manager, *, architecture: str, batches: int, batch_size:
                     f"imagefolder.image_size = {shape[1]}", "imagefolder.in_memory = True"]
         with built_run(manager, architecture=architecture, batches=batches,
                        batch_size=batch_size, device=device, extra=bindings) as setup:
-            timing = compare(fp_epoch(setup), bare_epoch(setup), repeats=repeats, device=device)
+            timing = measure_ratio(fp_epoch(setup), bare_folder_epoch(setup), repeats=repeats, device=device)
             images = len(setup.run.dataset)
     source = "real CIFAR-10 JPEGs" if use_real else "JPEGs written for the bench"
     return make_row("folder_train", timing, TARGET,
@@ -63,7 +63,7 @@ def decode_seconds(manager: Manager, root: Path, size: int) -> tuple[float, floa
     return times[0], times[1]
 
 
-def bare_epoch(setup: Setup):
+def bare_folder_epoch(setup: Setup):
     """What a user writes over images held as a uint8 tensor: shuffle, pad, one random crop and
     flip per image by advanced indexing, normalise, step. Same model, optimizer and loss."""
     run = setup.run
@@ -71,7 +71,7 @@ def bare_epoch(setup: Setup):
     held = data.on_device("train", run.device)
     images, labels = held.images, held.labels
     model, optimizer = run.model, run.optimizer
-    temperature, batch_size = run.config["train"]["temperature"], run.config["train"]["batch_size"]
+    temperature, batch_size = run.settings.train.temperature, run.settings.train.batch_size
     pad = data.augmentation.crop_padding
     mean = torch.tensor(data.mean, device=run.device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=run.device).view(1, -1, 1, 1)

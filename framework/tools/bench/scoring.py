@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fp.tools.bench.timing import compare, make_row
-from fp.scoring import ScoreContext, eval_mode, score
+from fp.tools.bench.timing import measure_ratio, make_row
+from fp.nn import eval_mode
+from fp.scoring import ScoreContext, score
 
 #: scoring time / one forward+backward. First-order measures need exactly one pass; Hg needs
 #: the gradient first and then a Hessian-vector product; data-free ones must be nearly free.
@@ -46,7 +47,7 @@ def score_row(model: nn.Module, measure, batches: Batches, *, repeats: int,
         score(model, measure, batches, ctx=ctx)
         info.update(ctx.info)
 
-    timing = compare(scored, lambda: forward_backward(model, batches, measure.temperature),
+    timing = measure_ratio(scored, lambda: forward_backward(model, batches, measure.temperature),
                      repeats=repeats, device=device)
     target = TARGETS.get(measure.name, INFORMATIONAL)
     samples = sum(len(y) for _, y in batches)

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from fp.tools.bench.scoring import forward_backward
-from fp.tools.bench.timing import Task, compare, make_row
+from fp.tools.bench.timing import Task, measure_ratio, make_row
 from fp.pruning import dense_stats, prune_filters
-from fp.scoring import DEFAULT_TEMPERATURE, prunable_weights
+from fp.nn import prunable_weights
+from fp.scoring import DEFAULT_TEMPERATURE
 
 #: fraction of the dense model's filters removed by the timed event
 PRUNED_FRACTION = 0.5
@@ -36,7 +37,7 @@ def prune_surgery_row(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
     surgery = Task(prepare=lambda: copy.deepcopy(model),
                    run=lambda fresh: prune_filters(fresh, scores, PRUNED_FRACTION,
                                                    example_inputs=example_inputs, dense=dense))
-    timing = compare(surgery, lambda: forward_backward(model, [batch], DEFAULT_TEMPERATURE),
+    timing = measure_ratio(surgery, lambda: forward_backward(model, [batch], DEFAULT_TEMPERATURE),
                      repeats=repeats, device=device)
     return make_row("prune_surgery", timing, TARGET,
                     baseline=f"one forward+backward over a batch of {len(batch[1])}",

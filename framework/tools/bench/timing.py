@@ -61,7 +61,7 @@ def seconds(task: Task, device: torch.device, runs: int = 1) -> float:
     return total / runs
 
 
-def compare(measured: Task | Callable[[], Any], baseline: Task | Callable[[], Any], *,
+def measure_ratio(measured: Task | Callable[[], Any], baseline: Task | Callable[[], Any], *,
             repeats: int, device: torch.device, warmup: int = 1, balance: bool = True) -> Timing:
     """Warm both up (one-off costs: allocator, kernel selection, lazy imports), then time
     ``repeats`` pairs, alternating which of the two goes first. With ``balance``, a sample of

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from fp import config
-from fp.tools.bench.timing import compare, make_row
+from fp.tools.bench.timing import measure_ratio, make_row
 from fp.engine.build import build_setup
 from fp.engine.setup import Setup
 from fp.engine.loop import EpochProgress, train_epoch
@@ -55,7 +55,7 @@ def bare_epoch(setup: Setup, batches: list[tuple[torch.Tensor, torch.Tensor]]):
     """The hand-written loop: same model, optimizer, loss and temperature, tensors pre-made."""
     run = setup.run
     model, optimizer = run.model, run.optimizer
-    temperature = run.config["train"]["temperature"]
+    temperature = run.settings.train.temperature
 
     def epoch() -> None:
         model.train()
@@ -72,7 +72,7 @@ def train_loop_row(manager: Manager, *, architecture: str, batches: int, batch_s
     with built_run(manager, architecture=architecture, batches=batches, batch_size=batch_size,
                    device=device) as setup:
         premade = [(x.clone(), y.clone()) for x, y in setup.run.train_loader]
-        timing = compare(fp_epoch(setup), bare_epoch(setup, premade), repeats=repeats,
+        timing = measure_ratio(fp_epoch(setup), bare_epoch(setup, premade), repeats=repeats,
                          device=device)
     return make_row("train_loop", timing, LOOP_TARGET,
                     baseline="bare PyTorch loop over pre-made batches on the device",
@@ -88,7 +88,7 @@ def amp_row(manager: Manager, *, architecture: str, batches: int, batch_size: in
             built_run(manager, architecture=architecture, batches=batches,
                       batch_size=batch_size, device=device,
                       extra=["experiment.amp = True", "experiment.channels_last = True"]) as amp:
-        timing = compare(fp_epoch(amp), fp_epoch(fp32), repeats=repeats, device=device)
+        timing = measure_ratio(fp_epoch(amp), fp_epoch(fp32), repeats=repeats, device=device)
     return make_row("amp_channels_last", timing, AMP_TARGET, speedup=True,
                     baseline="the same fp training epoch in fp32, contiguous layout",
                     notes=f"{architecture}, {batches} steps of {batch_size}, bf16 autocast")

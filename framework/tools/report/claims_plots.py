@@ -76,6 +76,6 @@ FIGURES = {"claims_train_loss.png": train_loss_after_pruning,
            "claims_grad_norm.png": grad_norm_at_prunes}
 
 
-def draw_all(configs: Sequence[Config], out: Path) -> list[Path]:
+def draw_claims(configs: Sequence[Config], out: Path) -> list[Path]:
     written = [draw(configs, out / name) for name, draw in FIGURES.items()]
     return [path for path in written if path is not None]

@@ -23,7 +23,7 @@ def report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     rows = [config.row() for config in configs]
     write_csv(rows, out / "report.csv")
     figures = plots.draw_all(configs, out)
-    claims_text, verdicts = claims_markdown.claims_markdown(configs, claims_plots.draw_all(configs, out))
+    claims_text, verdicts = claims_markdown.claims_markdown(configs, claims_plots.draw_claims(configs, out))
     (out / "claims.md").write_text(claims_text)
     path = out / "report.md"
     path.write_text(markdown(rows, figures, configs) + "\n".join(claims_markdown.report_section(verdicts)) + "\n")

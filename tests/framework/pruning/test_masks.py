@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fp.errors import ConfigError, PruningError
 from fp.pruning import apply_masks, sparsity, weight_masks
-from fp.pruning.stats import prunable_layers
+from fp.nn import prunable_layers
 
 
 def magnitude_scores(model):

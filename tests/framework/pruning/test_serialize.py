@@ -8,7 +8,7 @@ import torch
 from fp.errors import CheckpointError
 from fp.pruning import (apply_masks, build_model, dense_stats, filter_widths, load,
                         model_from_state, model_state, prune_filters, save, weight_masks)
-from fp.pruning.stats import prunable_layers
+from fp.nn import prunable_layers
 
 
 @pytest.fixture

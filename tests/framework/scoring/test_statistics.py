@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from fp.errors import ConfigError
-from fp.scoring import ScoreContext, eval_mode, hvp, weighted_mean_
+from fp.nn import eval_mode
+from fp.scoring import ScoreContext, hvp, weighted_mean_
 
 
 def per_batch_grads(model, batches, temperature):

@@ -65,8 +65,8 @@ class StopAt:
 
 def train(root, out, manager=None):
     binds = [f"imagefolder.root = '{root}'", *BINDS]
-    return run(FILES, binds, out=out, quiet=True,
-               manager=manager or fp.make_manager(autoload=False))
+    return run_experiment(FILES, binds, out=out, quiet=True,
+                          manager=manager or fp.make_manager(autoload=False))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from fp.plugins.architectures.resnet_cifar import CifarResNet
-from fp.scoring import ScoreContext, eval_mode, hvp
+from fp.nn import eval_mode
+from fp.scoring import ScoreContext, hvp
 from fp.scoring.second_order import foldable_pairs
 
 from .conftest import make_batches, make_tiny, reference_stats

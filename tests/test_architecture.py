@@ -1,0 +1,167 @@
+"""The import graph of fp, redrawn from the source: no cycles, no import from a lower layer up into
+the engine or the tools, plugins on the public API only, and modules of a readable size.
+
+Edges are every ``import``/``from ... import`` in a module, function-level ones included, except
+those under ``if TYPE_CHECKING:`` (annotations only, never executed).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = {"fp": ROOT / "framework", "fp.plugins": ROOT / "plugins"}
+
+#: what a plugin may import from fp: the facade and the contract modules (CONTRIBUTING.md)
+PLUGIN_API = ("fp", "fp.errors", "fp.nn", "fp.run", "fp.measure", "fp.dataset", "fp.data",
+              "fp.schedule", "fp.hookspecs", "fp.validation", "fp.discover")
+
+#: layers, lowest first; a module imports only from its own layer or those below it
+LAYERS = (
+    ("contract", ("fp.errors", "fp.nn", "fp.validation", "fp.hookspecs", "fp.run", "fp.measure",
+                  "fp.dataset", "fp.schedule", "fp.discover", "fp.registry", "fp.data")),
+    ("host", ("fp.manager",)),
+    ("scoring and pruning", ("fp.scoring", "fp.pruning")),
+    ("config", ("fp.config",)),
+    ("engine", ("fp.engine",)),
+    ("tools", ("fp.tools",)),
+    ("command line and facade", ("fp.cli", "fp")),
+)
+
+MAX_LINES = 210
+
+
+def module_files() -> dict[str, Path]:
+    modules = {}
+    for package, folder in SOURCES.items():
+        for path in folder.rglob("*.py"):
+            parts = package.split(".") + list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(parts)] = path
+    return modules
+
+
+MODULES = module_files()
+
+
+def owner(name: str) -> str | None:
+    """The module of ours that ``name`` (a module or a module's attribute) lives in."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports_of(module: str) -> set[str]:
+    path = MODULES[module]
+    tree = ast.parse(path.read_text())
+    typing_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)}
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+            # `from fp import hookspecs` imports the submodule; `from fp import score` the package
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
+                     for a in node.names]
+        else:
+            continue
+        found.update(target for target in map(owner, names) if target and target != module)
+    return found
+
+
+GRAPH = {module: imports_of(module) for module in MODULES}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def layer_of(module: str) -> int | None:
+    best = None
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (rank, len(prefix))
+    return best[0] if best else None
+
+
+def test_the_graph_is_read_from_the_code():
+    assert "fp.engine.trainer" in GRAPH["fp.engine.experiment"]
+    assert "fp.nn" in GRAPH["fp.scoring.statistics"]
+    assert "fp.config" in GRAPH["fp"]  # a function-level import counts
+    assert "fp.manager" not in GRAPH["fp.run"]  # a TYPE_CHECKING one does not
+
+
+def test_there_are_no_import_cycles():
+    assert cycles(GRAPH) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("fp.plugins")))
+def test_no_module_imports_from_a_higher_layer(module):
+    rank = layer_of(module)
+    assert rank is not None, f"{module} belongs to no layer of LAYERS"
+    upward = {target: LAYERS[layer_of(target)][0] for target in GRAPH[module]
+              if not target.startswith("fp.plugins") and layer_of(target) > rank}
+    assert upward == {}, f"{module} ({LAYERS[rank][0]}) imports from higher layers"
+
+
+def test_plugins_use_only_the_public_api_and_their_own_package():
+    wrong = {}
+    for module in (m for m in MODULES if m.startswith("fp.plugins.")):
+        own = ".".join(module.split(".")[:3])  # fp.plugins.<package or module>
+        for target in GRAPH[module]:
+            if target.startswith("fp.plugins"):
+                allowed = target == own or target.startswith(own + ".")
+            else:
+                allowed = any(target == api or target.startswith(api + ".") for api in PLUGIN_API)
+            if not allowed:
+                wrong.setdefault(module, []).append(target)
+    assert wrong == {}
+
+
+def test_modules_stay_readable():
+    long = {module: n for module, path in MODULES.items()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
