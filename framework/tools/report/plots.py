@@ -6,74 +6,18 @@ nothing to draw; missing keys are skipped, never fatal, because older runs and o
 """
 from __future__ import annotations
 
-import math
 import re
-from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from fp.tools.report.figure import (DPI, epoch_position, finish, mean_by,  # noqa: F401
+                                   panels, scaled, split_by)
+from fp.tools.report.flow_plots import (FLOW_PANELS, at_prunes, change,  # noqa: F401
+                                       flow_figure, flow_points, predicted_change,
+                                       predicted_vs_observed)
 from fp.tools.report.records import Config, RunRecord, number
-
-DPI = 110
-#: gradient-flow quantities logged just before and after each prune event (paper, Sec. 4)
-FLOW_PANELS = (("grad_norm_sq", "‖g‖² (squared gradient norm)"), ("loss", "training loss"))
-
-
-def scaled(value, factor: float = 100.0) -> float | None:
-    value = number(value)
-    return None if value is None else factor * value
-
-
-def mean_by(points: Iterable[tuple[float | None, float | None]]) -> tuple[list[float], list[float]]:
-    """Mean y at each x over all runs, x sorted; points missing either value are skipped."""
-    collected: dict[float, list[float]] = defaultdict(list)
-    for x, y in points:
-        if x is not None and y is not None:
-            collected[x].append(y)
-    xs = sorted(collected)
-    return xs, [float(np.mean(collected[x])) for x in xs]
-
-
-def epoch_position(run: RunRecord) -> Callable[[dict], float | None]:
-    """Where a record falls on the epoch axis: its step interpolated between the epoch ends."""
-    steps = [0.0] + [number(r.get("step")) or 0.0 for r in run.epochs]
-    epochs = [0.0] + [number(r.get("epoch")) or 0.0 for r in run.epochs]
-
-    def position(record: dict) -> float | None:
-        step = number(record.get("step"))
-        if step is not None and len(steps) > 1:
-            return float(np.interp(step, steps, epochs))
-        return number(record.get("epoch"))
-
-    return position
-
-
-def panels(count: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list]:
-    cols = min(count, 3)
-    fig = Figure(figsize=(width * cols, height * math.ceil(count / cols)), dpi=DPI,
-                 layout="constrained")
-    axes = fig.subplots(math.ceil(count / cols), cols, squeeze=False).ravel().tolist()
-    for unused in axes[count:]:
-        unused.set_visible(False)
-    return fig, axes[:count]
-
-
-def finish(fig: Figure, axes: list, path: Path) -> Path:
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
-    fig.savefig(path)
-    return path
-
-
-def split_by(configs: Sequence[Config], describe: Callable[[dict], str]) -> dict[str, list[Config]]:
-    parts: dict[str, list[Config]] = defaultdict(list)
-    for config in configs:
-        parts[describe(config.summary)].append(config)
-    return dict(sorted(parts.items()))
 
 
 def accuracy_vs_kept(configs: Sequence[Config], path: Path) -> Path | None:
@@ -140,60 +84,6 @@ def prune_events(configs: Sequence[Config], path: Path) -> Path | None:
         ax.set(title=f"{key.replace('_', ' ')} around prune events (dotted)", xlabel="epoch",
                ylabel=unit)
     return finish(fig, axes, path)
-
-
-def flow_figure(configs: Sequence[Config], path: Path) -> Path:
-    records = [f for c in configs for run in c.runs for f in at_prunes(run)]
-    shown = [(base, title) for base, title in FLOW_PANELS
-             if any(f"{base}_{when}" in f for f in records for when in ("before", "after"))]
-    predicted = any(predicted_change(f) is not None for f in records)
-    fig, axes = panels(max(len(shown) + predicted, 1))
-    for ax, (base, title) in zip(axes, shown):
-        for config in configs:
-            color = None
-            for when, style in (("before", "-o"), ("after", "--x")):
-                xs, ys = mean_by(flow_points(config, f"{base}_{when}"))
-                if xs:
-                    color = ax.plot(xs, ys, style, color=color,
-                                    label=f"{config.label} {when}")[0].get_color()
-        ax.set(title=f"{title} at prune events", xlabel="epoch", ylabel=title)
-    if predicted:
-        predicted_vs_observed(axes[len(shown)], configs)
-    return finish(fig, axes, path)
-
-
-def flow_points(config: Config, key: str):
-    for run in config.runs:
-        position = epoch_position(run)
-        for ordinal, record in enumerate(at_prunes(run), 1):
-            x = position(record)
-            yield (x if x is not None else number(record.get("index")) or ordinal), number(record.get(key))
-
-
-def predicted_vs_observed(ax, configs: Sequence[Config]) -> None:
-    """The first-order predicted loss change of each prune event against the observed change."""
-    for config in configs:
-        pairs = [(predicted_change(f), change(f)) for run in config.runs for f in at_prunes(run)]
-        pairs = [(p, o) for p, o in pairs if p is not None and o is not None]
-        if pairs:
-            ax.scatter(*zip(*pairs), label=config.label)
-    ax.axline((0, 0), slope=1, color="grey", linestyle=":", linewidth=1)
-    ax.set(title="loss change at prune events", xlabel="predicted", ylabel="observed")
-
-
-def at_prunes(run: RunRecord) -> list[dict]:
-    """The run's flow records of prune events (records without "at" predate that field)."""
-    return [f for f in run.flows if f.get("at", "prune") == "prune"]
-
-
-def predicted_change(flow: dict) -> float | None:
-    """The first-order predicted loss change (named predicted_loss_change by older runs)."""
-    return number(flow.get("loss_change_predicted", flow.get("predicted_loss_change")))
-
-
-def change(flow: dict) -> float | None:
-    after, before = number(flow.get("loss_after")), number(flow.get("loss_before"))
-    return None if after is None or before is None else after - before
 
 
 def layer_kept(configs: Sequence[Config], path: Path) -> Path | None:
