@@ -7,15 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
+from fp.cli_support import device_option, err, out, print_summary, print_table
 from fp.errors import FpError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="flowprune: pruning experiments declared in gin, measures as plugins.")
-out = Console(soft_wrap=True)  # never break long paths across lines
-err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -23,24 +19,12 @@ def _options(debug: Annotated[bool, typer.Option("--debug", help="Show full trac
     """--debug is read by main() before typer parses anything (errors can come from parsing)."""
 
 
-def _device_option(value: str | None) -> str | None:
-    """A misspelt device is a usage error (exit 2); whether it exists is checked with the rest of
-    the settings, once torch is loaded."""
-    import re
-
-    from fp.config.settings import DEVICE_FORMS, DEVICE_PATTERN
-
-    if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
-        raise typer.BadParameter(f"{value!r} is not a device; use {DEVICE_FORMS}.")
-    return value
-
-
 @app.command("run")
 def run_cmd(
     configs: Annotated[list[Path], typer.Argument(help="gin files, later ones override earlier ones.")],
     bind: Annotated[Optional[list[str]], typer.Option("--bind", "-b", help="A gin binding, e.g. prune.measure='snip'.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (resumes if it holds a checkpoint).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.", callback=_device_option)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.", callback=device_option)] = None,
     nproc: Annotated[int, typer.Option(min=1, help="Processes to train with (torch.distributed).")] = 1,
     force: Annotated[bool, typer.Option(help="Continue a run directory even if its config differs.")] = False,
 ) -> None:
@@ -54,25 +38,19 @@ def run_cmd(
         if out_dir is not None:
             check_free(out_dir)  # say so now, before starting workers; rank 0 takes the lock
         results = launch.launch(nproc, files, bindings, out_dir, device, force)
-        _print_summary(results[0]["summary"], Path(results[0]["out_dir"]))
+        print_summary(results[0]["summary"], Path(results[0]["out_dir"]))
         return
     if launch.launched_by_torchrun():  # `torchrun ... fp run`: this process is one rank
         result = launch.worker(files, bindings, out_dir, device, force)
         if int(os.environ["RANK"]) == 0:
-            _print_summary(result["summary"], Path(result["out_dir"]))
+            print_summary(result["summary"], Path(result["out_dir"]))
         return
     outcome = run_experiment(files, bindings, out=out_dir, device=device, force=force)
     if outcome.already_finished:
         out.print(f"{outcome.out_dir} is a finished run; nothing to do (summary.json).")
     for note in outcome.notes:
         out.print(note)
-    _print_summary(outcome.summary, outcome.out_dir)
-
-
-def _print_summary(s: dict, out_dir: Path) -> None:
-    out.print(f"test_acc {s['test_acc']:.4f}  best {s['best_test_acc']:.4f}  "
-              f"filters kept {s['filters_kept']}/{s['dense_filters']}  "
-              f"params {s['params']}/{s['dense_params']}  world_size {s['world_size']}  -> {out_dir}")
+    print_summary(outcome.summary, outcome.out_dir)
 
 
 @app.command("plugins")
@@ -82,7 +60,7 @@ def plugins_cmd() -> None:
 
     rows = [(i.name, i.distribution, i.version, f"BROKEN: {i.error}" if i.error else ", ".join(i.hooks))
             for i in make_manager().infos.values()]
-    _print_table(("plugin", "distribution", "version", "hooks / error"), rows)
+    print_table(("plugin", "distribution", "version", "hooks / error"), rows)
 
 
 KINDS = ("measures", "architectures", "datasets", "schedules")
@@ -101,22 +79,7 @@ def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, archi
     for name in shown:
         reg = registries[name]
         rows = [(entry, reg.describe(entry), reg.providers[entry]) for entry in reg.names()]
-        _print_table(("name", "description", "provided by"), rows, title=name)
-
-
-def _print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], title: str | None = None) -> None:
-    """A rich table on a terminal; one tab-separated line per row when piped (greppable, never
-    wrapped)."""
-    if out.is_terminal:
-        table = Table(*headers, title=title)
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
-        return
-    if title:
-        print(f"# {title}")
-    for row in rows:
-        print("\t".join(row))
+        print_table(("name", "description", "provided by"), rows, title=name)
 
 
 @app.command("sweep")
@@ -125,7 +88,7 @@ def sweep_cmd(
     grid: Annotated[list[str], typer.Option("--grid", "-g", help="'a.b=v1,v2': one run per value (bare words are strings).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder holding one run directory per grid point.")],
     bind: Annotated[Optional[list[str]], typer.Option("--bind", "-b", help="A gin binding shared by every run.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.", callback=_device_option)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.", callback=device_option)] = None,
 ) -> None:
     """Run the cartesian product of --grid values one after another; finished runs are skipped."""
     from rich.live import Live
@@ -164,7 +127,7 @@ def report_cmd(
 @app.command("eval")
 def eval_cmd(
     target: Annotated[Path, typer.Argument(help="A run directory or a saved model file.")],
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.", callback=_device_option)] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.", callback=device_option)] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch for accuracy and latency.")] = 256,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset name (needed for a bare model file).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -185,7 +148,7 @@ def eval_cmd(
 def bench_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes: a few minutes on 2 CPU cores.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", callback=_device_option)] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", callback=device_option)] = "cpu",
 ) -> None:
     """Benchmark the hot paths as ratios against bounds measured in the same run."""
     import json

@@ -3,24 +3,21 @@ one-sentence ``ConfigError``s."""
 from __future__ import annotations
 
 import ast
-import contextlib
 import os
 import re
 import tokenize
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import gin
 from gin import config as gin_config
 
 from fp import validation
 from fp.config import settings
-from fp.errors import ConfigError, did_you_mean
+from fp.config.gin_errors import explain, first_line
+from fp.config.gin_files import existing_file, includes_relative_to_including_file, unclosed_line
+from fp.errors import ConfigError
 from fp.manager import Manager
-
-#: the folder holding framework/, plugins/ and gin/ in a source checkout (includes may name
-#: 'gin/base/x.gin' from anywhere)
-REPO_ROOT = Path(__file__).resolve().parents[2]  # framework/config/__init__.py -> the repository
 
 
 def parse(files: Sequence[str | os.PathLike], bindings: Sequence[str], manager: Manager) -> settings.Settings:
@@ -30,8 +27,8 @@ def parse(files: Sequence[str | os.PathLike], bindings: Sequence[str], manager: 
     """
     manager.registries  # registers every plugin class with gin
     gin.clear_config()
-    paths = [_existing_file(f) for f in files]
-    with _includes_relative_to_including_file() as opened:
+    paths = [existing_file(f) for f in files]
+    with includes_relative_to_including_file() as opened:
         for path in paths:
             _parse_one(lambda p=path: gin.parse_config_file(str(p)), opened, path)
         for binding in bindings:
@@ -96,19 +93,6 @@ def check_bound_values() -> None:
                 validation.check(f"{label}.{param}", value, hints[param])
 
 
-def _existing_file(name: str | os.PathLike) -> Path:
-    path = Path(name)
-    if path.is_dir():
-        raise ConfigError(f"config {str(name)!r} is a directory; give a .gin file inside it.")
-    if not path.exists():
-        raise ConfigError(f"config file {str(name)!r} does not exist.")
-    try:
-        path.open().close()
-    except OSError as exc:
-        raise ConfigError(f"config file {str(name)!r} cannot be read ({exc.strerror}).") from None
-    return path.resolve()
-
-
 def _parse_one(parse_fn, opened: list[Path], path: Path | None, binding: str | None = None) -> None:
     where = f"--bind {binding!r}" if binding is not None else None
     try:
@@ -118,106 +102,16 @@ def _parse_one(parse_fn, opened: list[Path], path: Path | None, binding: str | N
                           f"file.") from None
     except tokenize.TokenError:
         culprit = opened[-1] if opened else path
-        line = _unclosed_line(culprit) if culprit else None
+        line = unclosed_line(culprit) if culprit else None
         raise ConfigError(f"gin syntax error in {where or culprit}"
                           + (f", line {line}: unclosed bracket or quote." if line else ".")) from None
     except SyntaxError as exc:
         culprit = opened[-1] if opened else path
-        unclosed = _unclosed_line(culprit) if culprit and not where else None
-        line, reason = (unclosed, "unclosed bracket or quote") if unclosed else (exc.lineno, _first_line(exc.msg))
+        unclosed = unclosed_line(culprit) if culprit and not where else None
+        line, reason = (unclosed, "unclosed bracket or quote") if unclosed else (exc.lineno, first_line(exc.msg))
         raise ConfigError(f"gin syntax error in {where or culprit}, line {line}: {reason}.") from None
     except (ValueError, IOError, OSError) as exc:
-        raise ConfigError(_explain(str(exc), where)) from None
-
-
-def _first_line(message: str) -> str:
-    return str(message).strip().splitlines()[0].rstrip(".") if str(message).strip() else "invalid syntax"
-
-
-def _explain(message: str, where: str | None) -> str:
-    """Turn gin's multi-line message into one sentence, with a suggestion for unknown names."""
-    first, _, rest = message.partition("\n")
-    location = re.search(r'In (?:file "([^"]+)", line (\d+)|bindings string line \d+)', rest)
-    place = where or (f"{location.group(1)}, line {location.group(2)}" if location and location.group(1) else "")
-    hint = ""
-    unknown = re.match(r"No configurable matching '([^']+)'", first)
-    if unknown:
-        hint = did_you_mean(unknown.group(1), _configurable_names())
-    param = re.match(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", first)
-    if param:
-        hint = did_you_mean(param.group(2), _parameters_of(param.group(1)))
-    unopened = re.match(r"Unable to open file: (\S+)\.", first)
-    if unopened:
-        first = f"included file {unopened.group(1)!r} was not found next to the including file or in {REPO_ROOT}"
-    sentence = first.rstrip(".") + hint
-    return f"{sentence} ({place})." if place else f"{sentence}."
-
-
-def _configurable_names() -> list[str]:
-    names = set()
-    for selector, _ in gin_config._REGISTRY.items():  # gin has no public listing of configurables
-        names.add(selector)
-        names.add(selector.rsplit(".", 1)[-1])
-    return sorted(names)
-
-
-def _parameters_of(name: str) -> list[str]:
-    try:
-        fn = gin_config._REGISTRY.get_match(name).wrapped
-    except Exception:
-        return []
-    import inspect
-    target = fn.__init__ if isinstance(fn, type) else fn
-    return [p for p in inspect.signature(target).parameters if p != "self"]
-
-
-def _unclosed_line(path: Path) -> int | None:
-    """The line where the statement with an unclosed bracket or string starts."""
-    depth, start = 0, None
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        code = re.sub(r"'[^']*'|\"[^\"]*\"", "", line.split("#", 1)[0])
-        if depth == 0 and code.strip():
-            start = number
-        depth += code.count("(") + code.count("[") + code.count("{")
-        depth -= code.count(")") + code.count("]") + code.count("}")
-        if code.count("'") % 2 or code.count('"') % 2:
-            return number
-    return start if depth > 0 else None
-
-
-@contextlib.contextmanager
-def _includes_relative_to_including_file() -> Iterator[list[Path]]:
-    """Resolve ``include 'x.gin'`` against the including file's folder first, then the current
-    folder and the repository root. gin only offers search paths, so while a file is open its
-    folder is put first in gin's search list (a private list, restored afterwards)."""
-    opened: list[Path] = []
-    prefixes, readers = list(gin_config._LOCATION_PREFIXES), list(gin_config._FILE_READERS)
-
-    reading: list[Path] = []  # the chain of files open right now: an include cycle shows in it
-
-    @contextlib.contextmanager
-    def reader(path: str):
-        resolved = Path(path).resolve()
-        if resolved in reading:
-            chain = " -> ".join(p.name for p in [*reading[reading.index(resolved):], resolved])
-            raise ConfigError(f"{resolved} includes itself ({chain}).")
-        opened.append(resolved)
-        reading.append(resolved)
-        gin_config._LOCATION_PREFIXES.insert(0, str(resolved.parent))
-        try:
-            with open(path, encoding="utf-8") as handle:
-                yield handle
-        finally:
-            gin_config._LOCATION_PREFIXES.remove(str(resolved.parent))
-            reading.pop()
-
-    gin_config._LOCATION_PREFIXES[:] = ["", str(REPO_ROOT), str(REPO_ROOT / "gin")]
-    gin_config._FILE_READERS[:] = [(reader, os.path.isfile)]
-    try:
-        yield opened
-    finally:
-        gin_config._LOCATION_PREFIXES[:] = prefixes
-        gin_config._FILE_READERS[:] = readers
+        raise ConfigError(explain(str(exc), where)) from None
 
 
 def _check_names(resolved: settings.Settings, manager: Manager) -> None:

@@ -17,7 +17,7 @@ from PIL import Image
 from fp.tools.bench.timing import measure_ratio, make_row
 from fp.tools.bench.training import built_run, fp_epoch
 from fp.engine.setup import Setup
-from fp.config import REPO_ROOT
+from fp.config.gin_files import REPO_ROOT
 from fp.manager import Manager
 
 TARGET = "<= 1.10"

@@ -1,0 +1,45 @@
+"""What the ``fp`` commands share: the consoles, tables that stay greppable when piped, the run
+summary line, and the ``--device`` check. Imports nothing heavy: ``fp --help`` stays fast."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console(soft_wrap=True)  # never break long paths across lines
+err = Console(stderr=True, soft_wrap=True)
+
+
+def device_option(value: str | None) -> str | None:
+    """A misspelt device is a usage error (exit 2); whether it exists is checked with the rest of
+    the settings, once torch is loaded."""
+    import re
+
+    from fp.config.settings import DEVICE_FORMS, DEVICE_PATTERN
+
+    if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
+        raise typer.BadParameter(f"{value!r} is not a device; use {DEVICE_FORMS}.")
+    return value
+
+
+def print_summary(s: dict, out_dir: Path) -> None:
+    out.print(f"test_acc {s['test_acc']:.4f}  best {s['best_test_acc']:.4f}  "
+              f"filters kept {s['filters_kept']}/{s['dense_filters']}  "
+              f"params {s['params']}/{s['dense_params']}  world_size {s['world_size']}  -> {out_dir}")
+
+
+def print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], title: str | None = None) -> None:
+    """A rich table on a terminal; one tab-separated line per row when piped (greppable, never
+    wrapped)."""
+    if out.is_terminal:
+        table = Table(*headers, title=title)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        return
+    if title:
+        print(f"# {title}")
+    for row in rows:
+        print("\t".join(row))
