@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from fp.cli_support import device_option, err, out, print_summary, print_table
 from fp.errors import FpError
 
