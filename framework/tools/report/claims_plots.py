@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from fp.tools.report.claims import post_prune_losses, prune_flows
-from fp.tools.report.plots import finish, panels
+from fp.tools.report.figure import finish, panels
 from fp.tools.report.records import Config, RunRecord, number
 
 

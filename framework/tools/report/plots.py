@@ -12,11 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from fp.tools.report.figure import (DPI, epoch_position, finish, mean_by,  # noqa: F401
-                                   panels, scaled, split_by)
-from fp.tools.report.flow_plots import (FLOW_PANELS, at_prunes, change,  # noqa: F401
-                                       flow_figure, flow_points, predicted_change,
-                                       predicted_vs_observed)
+from fp.tools.report.figure import epoch_position, finish, mean_by, panels, scaled, split_by
+from fp.tools.report.flow_plots import flow_figure
 from fp.tools.report.records import Config, RunRecord, number
 
 
