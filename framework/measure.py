@@ -33,7 +33,9 @@ class Measure:
 
     def reduce(self, weight_scores: torch.Tensor) -> torch.Tensor:
         """Filter score from weight scores: the sum over every dim but the output-channel dim."""
-        return weight_scores.flatten(1).sum(1) if weight_scores.dim() > 1 else weight_scores
+        from fp.nn import filter_sums  # here: `fp list measures` does not import torch
+
+        return filter_sums(weight_scores)
 
     def filter_scores(self, ctx: "ScoreContext") -> dict[str, torch.Tensor]:
         """One score per output channel of each weight. Override when the filter score is not a

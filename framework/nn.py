@@ -5,6 +5,7 @@ only torch and fp.errors, so every layer of fp (and any plugin) can use it.
   channels) and ``WEIGHT`` (single weights);
 - the prunable layers: conv (1-3d) and linear, whose weights are scored and whose output channels
   are the filters;
+- ``filter_sums``: a weight-shaped tensor summed per filter;
 - ``eval_mode``: a model in eval mode for a block, every module's own flag restored after;
 - the tempered loss: the cross-entropy of logits/T, which training, evaluation and scoring use.
 """
@@ -52,6 +53,11 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: layer.weight for name, layer in prunable_layers(model)}
 
 
+def filter_sums(values: Tensor) -> Tensor:
+    """Per filter, the sum of a weight-shaped tensor over every dim but the output channel."""
+    return values.flatten(1).sum(1) if values.dim() > 1 else values
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run the block with ``model`` in eval mode, then give every submodule its own mode back."""
@@ -75,5 +81,5 @@ def batch_loss(model: nn.Module, x: Tensor, y: Tensor, temperature: float) -> Te
     return tempered_loss(model(x), y, temperature)
 
 
-__all__ = ["FILTER", "GRANULARITIES", "PRUNABLE_LAYERS", "WEIGHT", "batch_loss", "check_granularity", "eval_mode",
+__all__ = ["FILTER", "GRANULARITIES", "PRUNABLE_LAYERS", "WEIGHT", "batch_loss", "check_granularity", "eval_mode", "filter_sums",
            "prunable_layers", "prunable_weights", "tempered_loss", "unwrapped"]

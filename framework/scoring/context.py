@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from fp.errors import ConfigError, DataError
 from fp.measure import Measure
-from fp.nn import prunable_weights, tempered_loss
+from fp.nn import filter_sums, prunable_weights, tempered_loss
 from fp.scoring import filter_hvp, hvp, statistics, topology
 
 #: T when neither the context nor the measure names one: the paper protocol's training temperature
@@ -98,7 +98,7 @@ class ScoreContext:
         if key not in self._cache:
             if ("hess_grad", t) in self._cache:
                 hess_grad = self._cache[("hess_grad", t)]
-                dots = {n: filter_hvp.filter_sums(w.detach() * hess_grad[n])
+                dots = {n: filter_sums(w.detach() * hess_grad[n])
                         for n, w in self.weights.items() if n in hess_grad}
             else:
                 dots = self._second_order(filter_hvp.mean_filter_hess_grad, t, self.weights)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fp.nn import eval_mode
+from fp.nn import eval_mode, filter_sums
 from fp.scoring.hvp import choose_method, mean_hess_grad, second_order_sums
 from fp.scoring.second_order import foldable_pairs, replaceable
 from fp.scoring.statistics import Batch, total_samples, trainable, weighted_mean_
@@ -30,8 +30,8 @@ def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: f
     if not names:
         return {}, {}, {}
     with eval_mode(model), torch.enable_grad():
-        budget, chosen = choose_method(model, batches, temperature, names, params, method, info,
-                                 memory, first_order)
+        budget, chosen = choose_method(model, batches, temperature, names, params, method,
+                                       info, memory, first_order)
         if chosen != "double_backward":
             grad, grad_sq, hess_grad = mean_hess_grad(model, batches, temperature,
                                                       method=chosen, info=info, memory=memory,
@@ -68,11 +68,6 @@ def _correct_for_folds(model: nn.Module, dots: dict[str, Tensor], grad: dict[str
             bn.running_mean - model.get_submodule(conv).bias.detach())
         ratio = offset / torch.sqrt(bn.running_var + bn.eps)
         dots[weight] = dots[weight] + g_gamma * (g_gamma + ratio * g_beta)
-
-
-def filter_sums(products: Tensor) -> Tensor:
-    """Σ over every dim but the output-channel dim (the filter's weights)."""
-    return products.flatten(1).sum(1) if products.dim() > 1 else products
 
 
 def _filter_scales(model: nn.Module, weights: dict[str, Tensor]) -> dict[str, Tensor]:

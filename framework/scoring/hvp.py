@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from fp.nn import eval_mode
 from fp.scoring import probe as probing
 from fp.scoring.hvp_methods import HVP_METHODS, differentiate, graph_grads
-from fp.scoring.statistics import (Batch, gradient_moments, as_on_rank_zero, batch_grads,
+from fp.scoring.statistics import (Batch, as_on_rank_zero, batch_grads, gradient_moments,
                                    mean_grad_and_sq, sample_count, total_samples, trainable,
                                    weighted_mean_)
 
@@ -74,8 +74,8 @@ def mean_hess_grad(model: nn.Module, batches: list[Batch], temperature: float, *
     if not names:
         return {}, {}, {}
     with eval_mode(model), torch.enable_grad():
-        budget, chosen = choose_method(model, batches, temperature, names, params, method, info,
-                                 memory, first_order)
+        budget, chosen = choose_method(model, batches, temperature, names, params, method,
+                                       info, memory, first_order)
         info["hvp_method"] = chosen
         if chosen == "double_backward":
             grad, grad_sq, hv = second_order_sums(model, batches, temperature, names, params,

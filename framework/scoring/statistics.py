@@ -105,7 +105,7 @@ def batch_grads(model: nn.Module, x: Tensor, y: Tensor, temperature: float,
 
 
 def gradient_moments(batches: Sequence[Batch], params: Sequence[Tensor],
-               grads_of: Callable[[int, Tensor, Tensor], Sequence[Tensor | None]]) -> Moments:
+                     grads_of: Callable[[int, Tensor, Tensor], Sequence[Tensor | None]]) -> Moments:
     """The sample-weighted sums of every batch's gradients (``grads_of(index, x, y)``) and their
     squares: the one pass behind g and E[g²], whether or not it also keeps graphs (``hvp``)."""
     moments = Moments(params)
@@ -123,5 +123,5 @@ def mean_grad_and_sq(model: nn.Module, batches: list[Batch],
     # the folded layers compute the same gradient without BatchNorm's own passes over the data
     with eval_mode(model), torch.enable_grad(), cheap_double_backward(model):
         moments = gradient_moments(batches, params,
-                             lambda _, x, y: batch_grads(model, x, y, temperature, params))
+                                   lambda _, x, y: batch_grads(model, x, y, temperature, params))
     return moments.means(names)

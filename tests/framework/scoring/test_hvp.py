@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from fp.errors import ConfigError
 from fp.engine.prune_event import hvp_record
 from fp.run import PruneEvent
-from fp.scoring import ScoreContext, filter_hvp, hvp
+from fp.nn import filter_sums
+from fp.scoring import ScoreContext, hvp
 from fp.scoring import probe as probing
 from fp.config.settings import Prune
 from fp.validation import check_fields
@@ -135,7 +136,7 @@ def test_a_linear_model_still_has_the_cross_entropys_curvature():
 def filter_sums_of_full_hg(model, batches, **kwargs):
     ctx = ScoreContext(model, batches, hvp_method="double_backward", **kwargs)
     hess_grad = ctx.hess_grad()
-    return {n: filter_hvp.filter_sums(w.detach() * hess_grad[n]) for n, w in ctx.weights.items()
+    return {n: filter_sums(w.detach() * hess_grad[n]) for n, w in ctx.weights.items()
             if n in hess_grad}
 
 
