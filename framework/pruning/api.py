@@ -8,13 +8,13 @@ from torch import nn
 
 from fp.errors import DataError
 from fp.measure import Measure
+from fp.nn import FILTER, WEIGHT, check_granularity
 from fp.pruning.arch import build_model
 from fp.pruning.filters import prune_filters
 from fp.pruning.masks import apply_masks, weight_masks
 from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
 from fp.pruning.serialize import load, save
 from fp.pruning.stats import dense_stats
-from fp.nn import FILTER, WEIGHT, check_granularity
 
 
 def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: float, *,

@@ -30,8 +30,8 @@ import torch
 import fp
 from fp.errors import ConfigError
 from fp.plugins.flow import norms, prune_check
-from fp.run import layer_tag
 from fp.nn import prunable_weights
+from fp.run import layer_tag
 
 #: checkpointed: the norm window (filter norms at its start, accumulated flow, steps)
 STATE_KEY = "flow"
