@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-from fp.engine.distributed import weights_digest
+from fp.engine.distributed import record_ranks
 from fp.engine.experiment import run_experiment
 
 
@@ -32,7 +32,8 @@ def launch(nproc: int, files: Sequence[str], bindings: Sequence[str], out: Path 
 
 def worker(files: list[str], bindings: list[str], out: Path | None, device: str | None,
            force: bool) -> dict[str, Any]:
-    """One rank: join the process group, run the experiment, report what it ended with."""
+    """One rank: join the process group, run the experiment, check that every rank ended with
+    the same weights (rank 0 records them in ``ranks.json``), report what it ended with."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device != "cpu" and torch.cuda.is_available()
@@ -43,7 +44,8 @@ def worker(files: list[str], bindings: list[str], out: Path | None, device: str 
     try:
         outcome = run_experiment(files, bindings, out=out, device=device or "cpu", force=force,
                                  rank=rank, world_size=world_size, quiet=rank != 0)
-        digest = weights_digest(outcome.model) if outcome.model is not None else ""
-        return {"summary": outcome.summary, "digest": digest, "out_dir": str(outcome.out_dir)}
+        ranks = record_ranks(outcome.model, outcome.out_dir)
+        return {"summary": outcome.summary, "digest": ranks[rank]["digest"],
+                "out_dir": str(outcome.out_dir)}
     finally:
         dist.destroy_process_group()
