@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fp.cli_support import device_option, err, out, print_summary, print_table
+from fp.cli_support import device_option, err, executor_option, out, print_summary, print_table
 from fp.errors import FpError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -90,8 +90,15 @@ def sweep_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder holding one run directory per grid point.")],
     bind: Annotated[Optional[list[str]], typer.Option("--bind", "-b", help="A gin binding shared by every run.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.", callback=device_option)] = None,
+    jobs: Annotated[Optional[int], typer.Option(min=1, help="Grid points running at once, each in its own process (default: 1 here, all on Slurm).")] = None,
+    executor: Annotated[str, typer.Option(help="local (this machine) or slurm (one job per point, through submitit).", callback=executor_option)] = "local",
+    gpus_per_run: Annotated[Optional[int], typer.Option(min=0, help="GPUs given to each run through CUDA_VISIBLE_DEVICES (0: all shared; default: 1 where there are GPUs).")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="Slurm partition (default: slurm.partition, else the cluster's).")] = None,
+    time_min: Annotated[Optional[int], typer.Option(min=1, help="Slurm time limit per job, in minutes (default: slurm.time_min, 1440).")] = None,
+    cpus_per_run: Annotated[Optional[int], typer.Option(min=1, help="Slurm CPUs per job (default: slurm.cpus_per_run, 4).")] = None,
+    mem_gb: Annotated[Optional[float], typer.Option(min=0.001, help="Slurm memory per job in GB (default: slurm.mem_gb, else the partition's).")] = None,
 ) -> None:
-    """Run the cartesian product of --grid values one after another; finished runs are skipped."""
+    """Run the cartesian product of --grid values; finished runs are skipped, a failed one never stops the others."""
     from rich.live import Live
 
     from fp.tools.sweep import live_table, sweep
@@ -102,9 +109,12 @@ def sweep_cmd(
         live.start()
         live.update(live_table(rows))
 
+    slurm = {k: v for k, v in dict(partition=partition, time_min=time_min, cpus_per_run=cpus_per_run,
+                                   mem_gb=mem_gb, gpus_per_run=gpus_per_run).items() if v is not None}
     try:
         rows = sweep([str(c) for c in configs], grid, bindings=bind or [], out=out_dir,
-                     device=device, on_update=show)
+                     device=device, jobs=jobs, executor=executor, gpus_per_run=gpus_per_run,
+                     slurm=slurm, on_update=show)
     finally:
         live.stop()
     failed = sum(r["status"] == "failed" for r in rows)

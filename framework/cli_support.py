@@ -1,5 +1,5 @@
 """What the ``fp`` commands share: the consoles, tables that stay greppable when piped, the run
-summary line, and the ``--device`` check. Imports nothing heavy: ``fp --help`` stays fast."""
+summary line, and the ``--device`` and ``--executor`` checks. Imports nothing heavy: ``fp --help`` stays fast."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +21,13 @@ def device_option(value: str | None) -> str | None:
 
     if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
         raise typer.BadParameter(f"{value!r} is not a device; use {DEVICE_FORMS}.")
+    return value
+
+
+def executor_option(value: str) -> str:
+    """Where ``fp sweep`` runs its points; the names are those of ``fp.tools.sweep.EXECUTORS``."""
+    if value not in ("local", "slurm"):
+        raise typer.BadParameter(f"{value!r} is not an executor; use 'local' or 'slurm'.")
     return value
 
 

@@ -13,15 +13,15 @@ import gin
 from gin import config as gin_config
 
 from fp import validation
-from fp.config import settings
+from fp.config import cluster, settings  # cluster: the slurm block gin files may bind
 from fp.config.gin_errors import explain, first_line
 from fp.config.gin_files import (REPO_ROOT, existing_file, includes_relative_to_including_file,
                                   unclosed_line)
 from fp.errors import ConfigError
 from fp.manager import Manager
 
-__all__ = ["REPO_ROOT", "bare_words_quoted", "check_bound_values", "config_text", "gin_literal",
-           "operative_text", "parse", "parse_recorded", "settings"]
+__all__ = ["REPO_ROOT", "bare_words_quoted", "check_bound_values", "cluster", "config_text",
+           "gin_literal", "operative_text", "parse", "parse_recorded", "settings"]
 
 
 def parse(files: Sequence[str | os.PathLike], bindings: Sequence[str], manager: Manager) -> settings.Settings:

@@ -126,6 +126,16 @@ def test_bad_sweep_and_report_inputs(tmp_path):
                              "--out", str(a_file)), 2, str(a_file))
     assert_one_line_error(fp("report", str(tmp_path / "missing"), "--out", str(tmp_path / "r")),
                           2, "missing")
+    point = ["sweep", "gin/quickstart.gin", "--grid", "experiment.seed=0", "--out", str(tmp_path / "j")]
+    assert_one_line_error(fp(*point, "--executor", "slurm", env={"PATH": str(FP.parent)}), 2,
+                          "sbatch and srun")
+    assert_one_line_error(fp(*point, "--jobs", "2", "--gpus-per-run", "1",
+                             env={"CUDA_VISIBLE_DEVICES": ""}), 2, "needs 2 GPUs")
+    assert not (tmp_path / "j").exists()
+    for bad in (["--executor", "pbs"], ["--jobs", "0"], ["--gpus-per-run", "-1"]):
+        result = fp(*point, *bad)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert bad[0] in result.stderr
 
 
 def wait_for(predicate, seconds: float) -> bool:

@@ -9,7 +9,8 @@ from rich.console import Console
 
 from fp.engine import Outcome
 from fp.errors import ConfigError, FpError, RegistryError
-from fp.tools.sweep import expand_grid, live_table, run_name, sweep
+from fp.tools.sweep import live_table, sweep
+from fp.tools.sweep_grid import expand_grid, run_name
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin")
 
@@ -100,8 +101,8 @@ def test_sweep_runs_every_point_into_its_named_directory(tmp_path):
     assert (tmp_path / rows[1]["name"] / "summary.json").exists()
     assert rows[0]["filters_kept_frac"] == 0.75 and rows[0]["test_acc"] == 0.5
     assert rows[0]["bindings"] == ["experiment.seed=0"]
-    assert seen[0] == ["pending", "pending"]
-    assert ["running", "pending"] in seen and ["done", "running"] in seen
+    assert seen[0] == ["queued", "queued"]
+    assert ["running", "queued"] in seen and ["done", "running"] in seen
     assert seen[-1] == ["done", "done"]
 
 
