@@ -120,3 +120,12 @@ def test_without_slurm_the_slurm_executor_is_refused_before_anything_runs(tmp_pa
     assert not (tmp_path / "s").exists()
     with pytest.raises(ConfigError, match="executor"):
         sweep(QUICKSTART, ["experiment.seed=0"], out=tmp_path / "s", executor="pbs")
+
+
+@pytest.mark.slow
+def test_a_point_given_several_devices_trains_them_as_ddp_ranks(tmp_path):
+    # on CPU the job's "GPUs" become gloo ranks: the same path a 2-GPU job takes with NCCL
+    result = PointJob()([QUICKSTART], SMALL, str(tmp_path / "run"), "cpu", 2, 1)
+    assert "error" not in result, result
+    assert result["summary"]["world_size"] == 2
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["world_size"] == 2
