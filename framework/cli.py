@@ -138,21 +138,20 @@ def report_cmd(
 @app.command("eval")
 def eval_cmd(
     target: Annotated[Path, typer.Argument(help="A run directory or a saved model file.")],
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.", callback=device_option)] = "cpu",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch for accuracy and latency.")] = 256,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: the run's own device, else cpu).", callback=device_option)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch for accuracy.")] = 256,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset name (needed for a bare model file).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16 (autocast) for the timings.")] = "float32",
+    channels_last: Annotated[bool, typer.Option(help="Time in channels-last memory format.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (every number) instead of a table.")] = False,
 ) -> None:
-    """Accuracy, params, FLOPs and latency of a pruned model against its dense architecture."""
+    """Accuracy, params, FLOPs, batch-1 latency and saturated throughput of a pruned model against its dense architecture."""
     import json
 
     from fp.tools.evaluate import evaluate, format_eval
 
-    result = evaluate(target, device=device, batch_size=batch_size, dataset=dataset)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        out.print(format_eval(result))
+    result = evaluate(target, device=device, batch_size=batch_size, dataset=dataset, dtype=dtype, channels_last=channels_last)
+    print(json.dumps(result)) if as_json else out.print(format_eval(result))
 
 
 @app.command("bench")

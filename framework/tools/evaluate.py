@@ -1,50 +1,57 @@
 """``fp eval``: a saved pruned model's test accuracy, size and measured speed, next to the dense
-architecture it was pruned from (untrained: used for parameters, FLOPs and latency only)."""
+architecture it was pruned from (untrained: used for parameters, FLOPs and speed only);
+docs/eval.md says how the speed is measured and how to read it."""
 from __future__ import annotations
 
-import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 from torch import nn
 
 from fp import pruning
-from fp.engine.setup import resolve_device
 from fp.config import parse_recorded
 from fp.errors import CheckpointError, ConfigError
 from fp.manager import Manager, make_manager
 from fp.pruning.arch import arch_of
+from fp.pruning.latency import DTYPES
 from fp.data.subsets import apply_subsets
+from fp.tools.eval_speed import measure_speed, recorded_field, speed_notes, speed_rows, timing_device
 
 
-def evaluate(target: str | Path, *, device: str = "cpu", batch_size: int = 256,
-             dataset: str | None = None, warmup: int = 5, repeats: int = 20) -> dict[str, Any]:
+def evaluate(target: str | Path, *, device: str | None = None, batch_size: int = 256,
+             dataset: str | None = None, warmup: int = 3, repeats: int | None = None,
+             dtype: str = "float32", channels_last: bool = False, min_time_s: float = 0.5,
+             max_batch: int = 4096) -> dict[str, Any]:
     """Evaluate a run directory's ``model.pt`` (on the dataset its config.gin names) or a model
-    file (``dataset``, a registered name, required). Latency is the median over ``repeats``
-    timed forward passes of one ``batch_size`` batch, after ``warmup`` untimed ones."""
-    check_counts(batch_size, warmup, repeats)
+    file (``dataset``, a registered name, required) on ``device`` (default: the run's own, else
+    the CPU). Accuracy is computed in float32 in batches of ``batch_size``; speed is timed in
+    ``dtype`` (``fp.tools.eval_speed``): each timing is the median of ``repeats`` forward passes
+    after ``warmup`` untimed ones (by default as many as fill ``min_time_s``)."""
+    check_counts(batch_size, warmup, repeats, max_batch)
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r} is not supported; use {' or '.join(DTYPES)}.")
     model_path, run_dir = locate(Path(target))
     manager = make_manager()
     data = load_dataset(run_dir, dataset, manager, model_path)
-    torch_device = resolve_device(device)
+    torch_device = timing_device(device, run_dir)
     model = pruning.load(model_path, manager=manager).to(torch_device).eval()
     arch = arch_of(model)
     check_fits(arch, data, model_path)
     dense = pruning.build_model(arch["name"], manager=manager, **arch["kwargs"]).to(torch_device).eval()
     example = torch.zeros(1, data.in_channels, *data.image_size, device=torch_device)
-    batch = torch.randn(batch_size, data.in_channels, *data.image_size, device=torch_device)
     accuracy, samples = test_accuracy(model, data, batch_size, torch_device)
-    pruned_ms = latency_ms(model, batch, warmup, repeats)
-    dense_ms = latency_ms(dense, batch, warmup, repeats)
+    images = torch.randn(data.in_channels, *data.image_size, generator=torch.Generator().manual_seed(0))
+    speed = measure_speed(dense, model, images, device=torch_device, dtype=dtype,
+                          channels_last=channels_last, warmup=warmup, repeats=repeats,
+                          min_time_s=min_time_s, max_batch=max_batch)
     return {"model": str(model_path), "architecture": arch["name"], "dataset": data.name,
             "device": str(torch_device), "batch_size": batch_size, "warmup": warmup,
             "repeats": repeats, "test_acc": accuracy, "test_samples": samples,
-            **sizes(model, dense, example), "latency_ms": pruned_ms, "dense_latency_ms": dense_ms,
-            "speedup": dense_ms / pruned_ms if pruned_ms > 0 else float("nan")}
+            **sizes(model, dense, example), **speed}
 
 
 def sizes(model: nn.Module, dense: nn.Module, example: torch.Tensor) -> dict[str, int]:
@@ -55,9 +62,10 @@ def sizes(model: nn.Module, dense: nn.Module, example: torch.Tensor) -> dict[str
             "dense_flops": pruning.count_flops(dense, example)}
 
 
-def check_counts(batch_size: int, warmup: int, repeats: int) -> None:
+def check_counts(batch_size: int, warmup: int, repeats: int | None, max_batch: int = 1) -> None:
     for name, value, least in (("batch size", batch_size, 1), ("warmup", warmup, 0),
-                               ("repeats", repeats, 1)):
+                               ("repeats", 1 if repeats is None else repeats, 1),
+                               ("max batch", max_batch, 1)):
         if not isinstance(value, int) or value < least:
             raise ConfigError(f"{name} must be an integer of at least {least}, got {value!r}.")
 
@@ -87,7 +95,7 @@ def load_dataset(run_dir: Path | None, name: str | None, manager: Manager, model
         return apply_subsets(datasets.build(settings.data.dataset), settings.data,
                              settings.experiment.seed)
     if run_dir is not None and not name:
-        name = recorded_dataset(run_dir)
+        name = recorded_field(run_dir, "dataset")
     if not name:
         raise ConfigError(f"evaluating the model file {model_path} needs --dataset (a registered "
                           f"dataset name; `fp list datasets` shows them).")
@@ -103,13 +111,6 @@ def check_fits(arch: dict[str, Any], data, model_path: Path) -> None:
                               f"{data.name!r} has {have}; pass the dataset it was trained on.")
 
 
-def recorded_dataset(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text()).get("dataset")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 @torch.inference_mode()
 def test_accuracy(model: nn.Module, data, batch_size: int, device: torch.device) -> tuple[float, int]:
     correct = seen = 0
@@ -119,33 +120,16 @@ def test_accuracy(model: nn.Module, data, batch_size: int, device: torch.device)
     return correct / max(seen, 1), seen
 
 
-@torch.inference_mode()
-def latency_ms(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int) -> float:
-    """Median wall time of one forward pass, in milliseconds (CUDA is synchronised around it)."""
-    sync = torch.cuda.synchronize if batch.device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        model(batch)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        model(batch)
-        sync()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
-def format_eval(result: dict[str, Any]) -> Table:
-    """The evaluation as a rich table: pruned against dense, with their ratio."""
+def format_eval(result: dict[str, Any]) -> Group:
+    """The evaluation as a rich table (pruned against dense, size ratios and speed-ups) and
+    lines saying how the speed was measured."""
     title = (f"{result['architecture']} on {result['dataset']}: test accuracy "
-             f"{100 * result['test_acc']:.2f}% ({result['test_samples']} images)")
-    table = Table("", "pruned", "dense", "pruned / dense", title=title, title_justify="left")
+             f"{100 * result['test_acc']:.2f}% ({result['test_samples']} images, batch "
+             f"{result['batch_size']})")
+    table = Table("", "pruned", "dense", "pruned vs dense", title=title, title_justify="left")
     for label, key in (("parameters", "params"), ("FLOPs per image", "flops")):
         pruned, dense = result[key], result[f"dense_{key}"]
         table.add_row(label, f"{pruned:,}", f"{dense:,}", f"{pruned / dense:.1%}" if dense else "–")
-    pruned, dense = result["latency_ms"], result["dense_latency_ms"]
-    table.add_row(f"latency (ms, batch {result['batch_size']}, {result['device']})",
-                  f"{pruned:.2f}", f"{dense:.2f}", f"{pruned / dense:.1%}" if dense else "–")
-    table.caption = (f"{result['model']}: speedup {result['speedup']:.2f}x (median of "
-                     f"{result['repeats']} timed passes after {result['warmup']} warm-up passes)")
-    return table
+    for row in speed_rows(result):
+        table.add_row(*row)
+    return Group(table, Text("\n".join([result["model"], *speed_notes(result)])))
