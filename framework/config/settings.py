@@ -51,8 +51,11 @@ class Prune:
     """What to prune, by which measure, how much and when."""
 
     measure: str = "magnitude"
-    target: Fraction = 0.0                # fraction of filters (or params/FLOPs) removed at the end
-    target_type: Annotated[str, OneOf("filters", "params", "flops")] = "filters"
+    target: Fraction = 0.0                # fraction of filters (params, FLOPs, latency) gone at the end
+    target_type: Annotated[str, OneOf("filters", "params", "flops", "latency")] = "filters"
+    round_to: Positive = 1                # pruned layers keep a multiple of this many filters
+    latency_batch: Positive | None = None  # None: the dense model's saturating batch
+    latency_probes: Annotated[int, Range(ge=3)] = 8  # timed candidates per latency prune event
     rounds: Positive = 1
     schedule: str = "rounds"
     granularity: Annotated[str, OneOf(*GRANULARITIES)] = FILTER
@@ -71,6 +74,9 @@ class Prune:
 
         _check(self.hvp_method in HVP_CHOICES,
                f"prune.hvp_method = {self.hvp_method!r} must be one of {', '.join(HVP_CHOICES)}.")
+        _check(self.target_type != "latency" or self.granularity == FILTER,
+               "prune.target_type = 'latency' needs prune.granularity = 'filter' (masked weights "
+               "do not make the model faster).")
 
 
 @dataclass

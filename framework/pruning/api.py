@@ -1,16 +1,18 @@
 """The user-facing calls: ``fp.prune``, ``fp.save``, ``fp.load`` (the README's "In Python")."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import copy
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from fp.errors import DataError
+from fp.errors import ConfigError, DataError
 from fp.measure import Measure
 from fp.nn import FILTER, WEIGHT, check_granularity
 from fp.pruning.arch import build_model
 from fp.pruning.filters import prune_filters
+from fp.pruning.latency_target import DEFAULT_PROBES, measured_latency, prune_to_latency
 from fp.pruning.masks import apply_masks, weight_masks
 from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
 from fp.pruning.serialize import load, save
@@ -20,13 +22,21 @@ from fp.pruning.stats import dense_stats
 def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: float, *,
           granularity: str = FILTER, example_inputs: torch.Tensor | None = None,
           target_type: str = "filters", max_fraction: float = DEFAULT_MAX_FRACTION,
-          protected: Sequence[str] = (), temperature: float | None = None) -> nn.Module:
+          protected: Sequence[str] = (), temperature: float | None = None, round_to: int = 1,
+          latency_fn: Callable[[nn.Module], tuple[float, float]] | None = None,
+          latency_batch: int | None = None, latency_probes: int = DEFAULT_PROBES) -> nn.Module:
     """Score ``model`` with ``measure`` on ``batches`` and remove the fraction ``amount`` of its
-    filters (or of its parameters or FLOPs, with ``target_type``), or, with
+    filters (or of its parameters, FLOPs or latency, with ``target_type``), or, with
     ``granularity="weight"``, mask that fraction of its weights, ranked globally across layers.
     The options are those of a run's ``prune.*`` settings and take the same code path: no layer
     loses more than ``max_fraction`` of its width, ``protected`` module-name prefixes and the
-    output layer are never pruned, and ``temperature`` None means the measure's own.
+    output layer are never pruned, every pruned layer keeps a multiple of ``round_to`` filters,
+    and ``temperature`` None means the measure's own.
+
+    ``target_type="latency"`` times pruned copies (at most ``latency_probes`` of them) with
+    ``latency_fn(model) -> (seconds, noise)``; by default a forward pass of ``latency_batch``
+    (None: 1) copies of one example on the model's device. ``model.fp_latency`` then holds the
+    dense and final latencies and every probe (``docs/pruning.md``).
 
     Returns the model, pruned in place: physically smaller for filters, with ``model.fp_masks``
     (True = kept) for weights. ``example_inputs`` (for tracing) default to the first example of
@@ -34,6 +44,9 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     check_target(amount, target_type)
     check_fraction(max_fraction)
     check_granularity(granularity)
+    if target_type == "latency" and granularity == WEIGHT:
+        raise ConfigError("a latency target needs granularity='filter': masked weights do not "
+                          "make the model faster.")
     batches = list(batches)
     if example_inputs is None:
         if not batches:
@@ -49,9 +62,17 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
                                       max_fraction=max_fraction)
         apply_masks(model, model.fp_masks)
         return model
-    prune_filters(model, scores, amount, example_inputs=example_inputs,
-                  dense=dense_stats(model, example_inputs), target_type=target_type,
-                  max_fraction=max_fraction, protected=tuple(protected))
+    dense = dense_stats(model, example_inputs)
+    options = {"example_inputs": example_inputs, "dense": dense, "max_fraction": max_fraction,
+               "protected": tuple(protected), "round_to": round_to}
+    if target_type != "latency":
+        prune_filters(model, scores, amount, target_type=target_type, **options)
+        return model
+    if latency_fn is None:
+        latency_fn = measured_latency(example_inputs[:1], latency_batch or 1)
+    done = prune_to_latency(model, scores, amount, latency_fn=latency_fn,
+                            dense_model=copy.deepcopy(model), probes=latency_probes, **options)
+    model.fp_latency = {**done.summary(), "probes": done.records()}
     return model
 
 

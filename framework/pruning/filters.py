@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from fp.errors import ConfigError, PruningError
 from fp.pruning.costs import slot_costs
 from fp.pruning.groups import channel_groups
-from fp.pruning.select import (DEFAULT_MAX_FRACTION, check_fraction, check_target, select_channels,
-                               selection_saving)
+from fp.pruning.select import (DEFAULT_MAX_FRACTION, check_fraction, check_round_to, check_target,
+                               select_channels, selection_saving)
 from fp.pruning.stats import count_flops, count_params, filter_widths, prunable_filters
 from fp.pruning.surgery import PruneResult, check_surgery, prune_channels
 
@@ -36,15 +36,16 @@ AMOUNT: dict[str, Callable[[nn.Module, Tensor], float]] = {
 def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: float, *,
                   example_inputs: Tensor, dense: dict[str, Any], target_type: str = "filters",
                   max_fraction: float = DEFAULT_MAX_FRACTION, protected: Iterable[str] = (),
-                  carry: dict[str, Tensor] | None = None) -> PruneResult:
-    """Remove the lowest-scored channels (global ranking) until ``target`` of ``dense`` is gone.
+                  carry: dict[str, Tensor] | None = None, round_to: int = 1) -> PruneResult:
+    """Remove the lowest-scored channels (global ranking) until ``target`` of ``dense`` is gone;
+    every group that loses channels keeps a multiple of ``round_to`` (see ``select``).
 
     ``dense`` holds the dense model's ``params``, ``flops``, ``filters`` and, ideally, its
     ``widths`` (weight name -> out-channels; see ``stats.dense_stats``) that anchor the per-layer
     cap. Without them the widths the model has at its first prune event count as dense (kept in
     ``model.fp_dense_widths``).
     """
-    dense_total = checked_total(dense, target, target_type, max_fraction)
+    dense_total = checked_total(dense, target, target_type, max_fraction, round_to)
     dense_widths = dense_widths_of(model, dense)
     result = PruneResult(widths_before=filter_widths(model), carried=dict(carry or {}))
     alive = {name: torch.arange(width) for name, width in result.widths_before.items()}
@@ -57,11 +58,12 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
         groups = channel_groups(model, example_inputs, protected=protected)
         costs = slot_costs(groups, target_type, model, example_inputs)
         selection = select_channels(groups, scores, need, costs, dense_widths=dense_widths,
-                                    max_fraction=max_fraction)
+                                    max_fraction=max_fraction, round_to=round_to)
         saving = selection_saving(selection, groups, costs)
         if saving < need - TOLERANCE * dense_total:
             raise unreachable(target, target_type, max_fraction,
-                              target - (need - saving) / dense_total)
+                              f"about {max(target - (need - saving) / dense_total, 0.0):.3f}",
+                              round_to)
         if not selection:
             break
         step = prune_channels(model, groups, selection, carry=result.carried)
@@ -76,10 +78,14 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
 
 
 def checked_total(dense: dict[str, Any], target: float, target_type: str,
-                  max_fraction: float) -> float:
+                  max_fraction: float, round_to: int = 1) -> float:
     """The dense model's amount of ``target_type``, once the arguments are known to be sound."""
     check_target(target, target_type)
     check_fraction(max_fraction)
+    check_round_to(round_to)
+    if target_type == "latency":
+        raise ConfigError("a latency target is measured, not estimated: prune with "
+                          "fp.pruning.prune_to_latency(..., latency_fn=...) or fp.prune.")
     if target_type not in dense:
         raise ConfigError(f"the dense model's statistics lack {target_type!r}; pass "
                           f"dense=fp.pruning.dense_stats(model, example_inputs).")
@@ -104,11 +110,12 @@ def dense_widths_of(model: nn.Module, dense: dict[str, Any]) -> dict[str, int]:
     return widths
 
 
-def unreachable(target: float, target_type: str, max_fraction: float,
-                reachable: float) -> PruningError:
+def unreachable(target: float, target_type: str, max_fraction: float, reachable: str,
+                round_to: int = 1) -> PruningError:
+    rounding = f", round_to={round_to}" if round_to > 1 else ""
     return PruningError(f"a target of {target:g} of the dense model's {target_type} cannot be "
-                        f"reached: the per-layer cap max_fraction={max_fraction:g} and the "
-                        f"protected layers allow about {max(reachable, 0.0):.3f}.")
+                        f"reached: the per-layer cap max_fraction={max_fraction:g}{rounding} and "
+                        f"the protected layers allow {reachable}.")
 
 
 def record_removed(removed: dict[str, Tensor], alive: dict[str, Tensor],

@@ -5,7 +5,7 @@ import torchvision
 
 import fp
 from fp.errors import ConfigError
-from fp.pruning import count_params, prunable_filters, sparsity
+from fp.pruning import count_params, filter_widths, prunable_filters, sparsity
 
 TORCHVISION = {
     "resnet18": lambda: torchvision.models.resnet18(num_classes=10),
@@ -85,4 +85,12 @@ def test_prune_takes_the_run_options():
     assert all(widths[n] >= dense[n] / 2 for n in dense)  # max_fraction caps every layer
     assert count_params(model) <= 0.7 * params + 1e-9  # 30% of the parameters gone
     with pytest.raises(ConfigError, match="target_type"):
-        fp.prune(model, "magnitude", batches(), 0.3, target_type="latency")
+        fp.prune(model, "magnitude", batches(), 0.3, target_type="bytes")
+
+
+def test_prune_rounds_pruned_layers_to_multiples():
+    model = fp.pruning.build_model("small_cnn", num_classes=10, in_channels=3)
+    dense = filter_widths(model)
+    fp.prune(model, "magnitude", batches(), 0.4, round_to=16)
+    changed = {n: w for n, w in filter_widths(model).items() if w != dense[n]}
+    assert changed and all(w % 16 == 0 for w in changed.values())
