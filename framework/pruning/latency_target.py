@@ -82,9 +82,10 @@ def prune_to_latency(model: nn.Module, filter_scores: dict[str, Tensor], target:
         """A copy of ``model`` without the first ``m`` steps' slots, and how many slots that is."""
         trial = copy.deepcopy(model)
         trial_groups = channel_groups(trial, example_inputs, protected=protected)
-        index = {group.root: i for i, group in enumerate(trial_groups)}
-        chosen = steps_selection(groups, steps[:m])
-        prune_channels(trial, trial_groups, {index[groups[i].root]: c for i, c in chosen.items()})
+        if [(g.root, g.width) for g in trial_groups] != [(g.root, g.width) for g in groups]:
+            raise PruningError(f"a copy of {type(model).__name__} traces to other channel groups "
+                               f"than the model, so pruned copies cannot stand in for it.")
+        prune_channels(trial, trial_groups, steps_selection(groups, steps[:m]))
         return trial, sum(len(slots) for _, slots in steps[:m])
 
     widths_now, search = filter_widths(model), None

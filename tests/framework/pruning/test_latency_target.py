@@ -110,6 +110,19 @@ def test_round_to_and_the_cap_hold_for_latency(filter_scores):
             assert width % 8 == 0 and width >= before[name] * 0.2
 
 
+@pytest.mark.parametrize("model_fixture", ["resnet", "concat_net"])
+def test_tied_and_interleaved_groups_reach_a_latency_target(model_fixture, request,
+                                                            filter_scores, images):
+    model, latency = request.getfixturevalue(model_fixture), flops_latency()
+    dense_s = latency(model)[0]
+    done = prune_to_latency(model, filter_scores(model), 0.4, example_inputs=images,
+                            latency_fn=latency, dense=dense_stats(model, images), round_to=2)
+    assert latency(model)[0] <= 0.6 * dense_s and model(images).shape == (4, 10)
+    before, after = done.result.widths_before, done.result.widths_after
+    changed = [width for name, width in after.items() if width != before[name]]
+    assert changed and all(width % 2 == 0 for width in changed)
+
+
 def test_a_zero_target_removes_nothing(filter_scores):
     model = small_cnn()
     done = prune(model, filter_scores(model), 0.0, flops_latency())
