@@ -16,6 +16,10 @@ Grouped convs and GroupNorm (G blocks) need every block to lose the same positio
 group's unit is a *slot* of ``interleave`` = G channels ``{s, s + W/G, s + 2W/G, ...}`` (as
 torch-pruning's own pruners do), scored by the mean over those channels.
 
+An attention head is a slot too (``attention``): a head group's channels are the q, k and v rows
+of its ``qkv`` layer, ``interleave`` = 3 x head width of them per head, so a head scores the mean
+of its rows' filter scores, as any slot does.
+
 The layer whose output is the model's output (the classifier, found in the traced graph, not by
 name) and layers named in ``protected`` never lose output channels; they may lose input channels.
 """
@@ -30,7 +34,9 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from fp.errors import PruningError
-from fp.nn import PRUNABLE_LAYERS, eval_mode, prunable_layers
+from fp.nn import PRUNABLE_LAYERS, prunable_layers
+from fp.pruning.attention import attention_modules, head_parts, reconcile
+from fp.pruning.trace import budget, build_graph, reason
 
 
 @dataclass
@@ -80,41 +86,27 @@ def checked_scores(name: str, scores: Tensor, group: ChannelGroup) -> Tensor:
 
 def channel_groups(model: nn.Module, example_inputs: Tensor, *,
                    protected: Iterable[str] = ()) -> list[ChannelGroup]:
-    """Every group of ``model`` that may lose channels, traced with ``example_inputs``."""
+    """Every group of ``model`` that may lose channels, traced with ``example_inputs``; attention
+    heads are groups too, and groups through an attention module's embedding are left out
+    (see ``attention``)."""
+    reconcile(model)  # Swin attention gets a forward that any head count suits
     graph = build_graph(model, example_inputs)
     names = {module: name for name, module in prunable_layers(model)}
-    ignored = protected_layers(model, protected) + output_layers(graph)
+    attention = attention_modules(model)
+    kept = protected_layers(model, protected)
     try:
-        handles = list(graph.get_all_groups(ignored_layers=ignored,
-                                            root_module_types=PRUNABLE_LAYERS))
-    except Exception as exc:  # index bookkeeping that explodes on nested reshapes (Swin), ...
+        with budget(graph, model):
+            handles = list(graph.get_all_groups(ignored_layers=kept + output_layers(graph),
+                                                root_module_types=PRUNABLE_LAYERS))
+    except PruningError:
+        raise
+    except Exception as exc:  # index bookkeeping that explodes on nested reshapes, ...
         raise PruningError(f"torch-pruning cannot group the channels of {type(model).__name__}: "
                            f"{reason(exc)}.") from exc
-    groups = [describe(handle, graph, names) for handle in handles]
+    groups = [describe(handle, graph, names) for handle in handles
+              if not any(item.dep.target.module in attention for item in handle)]
+    groups += [ChannelGroup(*parts) for parts in head_parts(graph, attention, kept)]
     return [group for group in groups if group is not None]
-
-
-def build_graph(model: nn.Module, example_inputs: Tensor) -> tp.DependencyGraph:
-    """torch-pruning's dependency graph; a clear error for a model it cannot trace."""
-    def forward(module: nn.Module, inputs: Tensor) -> Any:
-        outputs = module(inputs)
-        if not any(t.grad_fn is not None for t in tp.utils.flatten_as_list(outputs)):
-            raise RuntimeError("its output does not reach its layers through autograd "
-                               "(a forward under torch.no_grad() or .detach()?)")
-        return outputs
-
-    try:
-        with torch.enable_grad(), eval_mode(model):
-            return tp.DependencyGraph().build_dependency(model, example_inputs, forward_fn=forward,
-                                                         verbose=False)
-    except Exception as exc:  # tracing runs the user's forward: any failure is the model's
-        raise PruningError(f"torch-pruning cannot trace {type(model).__name__} for pruning: "
-                           f"{reason(exc)}.") from exc
-
-
-def reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def matches(name: str, prefixes: Iterable[str]) -> bool:

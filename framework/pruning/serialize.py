@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from fp.errors import CheckpointError
 from fp.pruning.arch import arch_of, build_model, is_plain
-from fp.pruning.groups import reason
+from fp.pruning.attention import reconcile
+from fp.pruning.trace import reason
 
 FORMAT = "flowprune.model"
 VERSION = 1
@@ -62,6 +63,7 @@ def model_from_state(state: Any, *, manager=None, origin: str = "the checkpoint"
     arch = state["arch"]
     model = build_model(arch["name"], manager=manager, **arch["kwargs"])
     restore_attributes(model, state["attributes"])
+    reconcile(model)  # Swin attention gets the forward that any head count suits
     try:
         reshape_tensors(model, state["state_dict"])
         model.load_state_dict(state["state_dict"])

@@ -17,7 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from fp.errors import PruningError
-from fp.pruning.groups import ChannelGroup, channel_groups, reason
+from fp.pruning.attention import HeadHandle
+from fp.pruning.groups import ChannelGroup, channel_groups
+from fp.pruning.trace import reason
 from fp.nn import eval_mode
 from fp.pruning.stats import filter_widths
 
@@ -54,6 +56,8 @@ def prune_channels(model: nn.Module, groups: list[ChannelGroup], selection: dict
 
 def prune_group(group: ChannelGroup, channels: list[int]) -> dict[str, Tensor]:
     """Prune ``channels`` (group coordinates) of ``group``; the removed channels per member."""
+    if isinstance(group.handle, HeadHandle):
+        return group.handle.remove(channels)
     graph, root = group.handle._DG, group.handle[0].dep
     # derived afresh: earlier groups of this event may have shifted concat offsets
     pruning = graph.get_pruning_group(root.target.module, root.handler, list(channels))

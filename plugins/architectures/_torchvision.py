@@ -1,7 +1,9 @@
 """Every torchvision classification model as an architecture named ``torchvision.<model>``.
 
 Registration only creates one small class per model name (no model is built until it is used),
-and models are always built untrained: fp never downloads weights.
+and models are always built untrained: fp never downloads weights. A model with
+``nn.MultiheadAttention`` (the ViTs) gets ``HeadAttention`` in its place, the same weights and
+function with a ``qkv`` Linear, so that fp scores and prunes its heads.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from fp.errors import ConfigError
+from fp.plugins.architectures._attention import expose_heads
 from fp.plugins.architectures._layers import init_weights
 
 PREFIX = "torchvision."
@@ -55,7 +58,7 @@ def build(model: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.M
                           f"{exc}") from exc
     if in_channels != 3:
         replace_first_conv(network, in_channels, PREFIX + model)
-    return network
+    return expose_heads(network)
 
 
 def replace_first_conv(network: nn.Module, in_channels: int, label: str) -> None:

@@ -12,7 +12,7 @@ from fp.plugins.architectures import fp_register_architectures
 from .conftest import count, param_count
 
 OWN = ["vgg13", "mobilenet_v1", "cifar_resnet", "resnet20", "resnet32", "resnet56", "resnet18",
-       "resnet34", "small_cnn"]
+       "resnet34", "small_cnn", "vit_cifar"]
 
 
 @pytest.mark.parametrize("name", OWN)
