@@ -15,13 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"fp": ROOT / "framework", "fp.plugins": ROOT / "plugins"}
 
 #: what a plugin may import from fp: the facade and the contract modules (CONTRIBUTING.md)
-PLUGIN_API = ("fp", "fp.errors", "fp.nn", "fp.run", "fp.measure", "fp.dataset", "fp.data",
-              "fp.schedule", "fp.hookspecs", "fp.validation", "fp.discover")
+PLUGIN_API = ("fp", "fp.errors", "fp.nn", "fp.attention", "fp.run", "fp.measure", "fp.dataset",
+              "fp.data", "fp.schedule", "fp.hookspecs", "fp.validation", "fp.discover")
 
 #: layers, lowest first; a module imports only from its own layer or those below it
 LAYERS = (
-    ("contract", ("fp.errors", "fp.nn", "fp.validation", "fp.hookspecs", "fp.run", "fp.measure",
-                  "fp.dataset", "fp.schedule", "fp.discover", "fp.registry", "fp.data")),
+    ("contract", ("fp.errors", "fp.nn", "fp.attention", "fp.validation", "fp.hookspecs", "fp.run",
+                  "fp.measure", "fp.dataset", "fp.schedule", "fp.discover", "fp.registry",
+                  "fp.data")),
     ("host", ("fp.manager",)),
     ("scoring and pruning", ("fp.scoring", "fp.pruning")),
     ("config", ("fp.config",)),

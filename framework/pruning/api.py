@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from fp.attention import expose_heads
 from fp.errors import ConfigError, DataError
 from fp.measure import Measure
 from fp.nn import FILTER, WEIGHT, check_granularity
@@ -38,6 +39,10 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     (None: 1) copies of one example on the model's device. ``model.fp_latency`` then holds the
     dense and final latencies and every probe (``docs/pruning.md``).
 
+    An ``nn.MultiheadAttention`` in ``model`` is first replaced, in place, by an
+    ``fp.attention.HeadAttention`` holding the same weights (the same function), whose attention
+    heads are scored and pruned as whole slots (``docs/transformers.md``).
+
     Returns the model, pruned in place: physically smaller for filters, with ``model.fp_masks``
     (True = kept) for weights. ``example_inputs`` (for tracing) default to the first example of
     the first batch."""
@@ -55,6 +60,7 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
         example_inputs = batches[0][0][:1]
     from fp.scoring import score
 
+    expose_heads(model)  # nn.MultiheadAttention -> HeadAttention: same function, prunable heads
     scores = score(model, measure, batches, granularity=granularity, temperature=temperature)
     if granularity == WEIGHT:
         model.fp_masks = weight_masks(scores, amount, protected=tuple(protected),

@@ -10,6 +10,7 @@ import gin
 import torch
 from torch import nn
 
+from fp.attention import expose_heads
 from fp.errors import CheckpointError
 
 PLAIN_SCALARS = (bool, int, float, str, type(None))
@@ -18,10 +19,11 @@ PLAIN_SCALARS = (bool, int, float, str, type(None))
 def build_model(name: str, *, manager=None, **kwargs: Any) -> nn.Module:
     """Build the registered architecture ``name`` (through gin, so bindings apply) and record how
     in ``model.fp_arch``; gin-bound constructor arguments are recorded too. ``manager``: the
-    plugin manager whose registry to use (the shared one by default)."""
+    plugin manager whose registry to use (the shared one by default). Every
+    ``nn.MultiheadAttention`` becomes a ``HeadAttention`` (same function), so its heads prune."""
     from fp.manager import build_registered
 
-    model = build_registered("architectures", name, manager, **kwargs)
+    model = expose_heads(build_registered("architectures", name, manager, **kwargs))
     model.fp_arch = {"name": name, "kwargs": {**gin_bound_arguments(name), **kwargs}}
     return model
 

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from fp.errors import ConfigError
-from fp.plugins.architectures._attention import expose_heads
+from fp.attention import expose_heads
 from fp.plugins.architectures._layers import init_weights
 
 PREFIX = "torchvision."

@@ -1,8 +1,6 @@
 """A small vision transformer for CIFAR-sized images: torchvision's ``VisionTransformer`` with its
-attention as ``HeadAttention`` (a ``qkv`` Linear), so fp prunes its heads and MLP widths.
-
-``expose_heads(model)`` does the same swap for any model built elsewhere, e.g. a torchvision ViT
-(``fp.plugins.architectures.vit.expose_heads(torchvision.models.vit_b_16(...))``).
+attention as ``fp.attention.HeadAttention`` (a ``qkv`` Linear), so fp prunes its heads and MLP
+widths.
 """
 from __future__ import annotations
 
@@ -10,8 +8,8 @@ import math
 
 from torch import nn
 
+from fp.attention import expose_heads
 from fp.errors import ConfigError
-from fp.plugins.architectures._attention import HeadAttention, expose_heads
 
 
 class VitCifar:
@@ -55,4 +53,4 @@ def patch_embedding(in_channels: int, dim: int, patch_size: int) -> nn.Conv2d:
     return conv
 
 
-__all__ = ["HeadAttention", "VitCifar", "expose_heads"]
+__all__ = ["VitCifar"]

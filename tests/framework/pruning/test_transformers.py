@@ -12,8 +12,8 @@ from torchvision.models.swin_transformer import (SwinTransformer, shifted_window
 from torchvision.models.vision_transformer import VisionTransformer, vit_b_16
 
 import fp
+from fp.attention import HeadAttention, expose_heads
 from fp.errors import PruningError
-from fp.plugins.architectures.vit import expose_heads
 from fp.pruning import build_model, channel_groups, load, prune_channels, save
 from fp.pruning.attention import attention_modules, remove_heads
 
@@ -119,10 +119,14 @@ def test_every_measure_scores_heads_and_prune_removes_some(measure):
     model.train()(x).sum().backward()
 
 
-def test_a_plain_torchvision_vit_keeps_its_heads_and_loses_mlp_width():
+def test_fp_prune_makes_a_plain_torchvision_vits_heads_prunable():
     model, (x, y) = small_vit(expose=False), batch()
-    fp.prune(model, "magnitude", [(x, y)], 0.2)
-    assert [layer.self_attention.num_heads for layer in model.encoder.layers] == [4, 4]
+    before = model.eval()(x)
+    fp.prune(model, "magnitude", [(x, y)], 0.0)  # nothing removed: only the attention swapped
+    assert all(isinstance(layer.self_attention, HeadAttention) for layer in model.encoder.layers)
+    assert torch.allclose(model(x), before, atol=1e-5)
+    fp.prune(model, "magnitude", [(x, y)], 0.5)
+    assert sum(layer.self_attention.num_heads for layer in model.encoder.layers) < 8
     assert all(layer.mlp[0].out_features < 128 for layer in model.encoder.layers)
     model.train()(x).sum().backward()
 

@@ -12,7 +12,7 @@ from torch import nn
 import fp
 from fp.engine import run_experiment
 from fp.errors import ConfigError
-from fp.plugins.architectures.vit import HeadAttention, expose_heads
+from fp.attention import HeadAttention, expose_heads
 
 from .conftest import param_count
 

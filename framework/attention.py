@@ -1,5 +1,5 @@
 """Multi-head attention whose heads fp can score and prune, and the swap that puts it in place of
-``nn.MultiheadAttention``.
+``nn.MultiheadAttention`` (``fp.prune`` and ``fp.pruning.build_model`` swap it into every model they are given or build).
 
 ``nn.MultiheadAttention`` keeps its q, k and v projections in the bare parameter
 ``in_proj_weight``, which no measure scores (measures score conv and linear weights), and its
