@@ -6,6 +6,7 @@ import torch
 from fp import pruning
 from fp.engine import optim
 from fp.engine.distributed import broadcast_buffers
+from fp.engine.latency_event import prune_latency
 from fp.run import PruneEvent, Run
 from fp.schedule import PruneStep
 from fp.scoring import ScoreContext, sampling, score
@@ -114,10 +115,13 @@ def _prune_filters(run: Run, event: PruneEvent, example_inputs: torch.Tensor) ->
     if prune.preserve_momentum:
         carry = {n: run.optimizer.state[p]["momentum_buffer"] for n, p in params.items()
                  if "momentum_buffer" in run.optimizer.state.get(p, {})}
-    result = pruning.prune_filters(
-        run.model, event.scores, event.target, example_inputs=example_inputs, dense=run.dense,
-        target_type=prune.target_type, max_fraction=prune.max_fraction,
-        protected=tuple(prune.protected), carry=carry)
+    if prune.target_type == "latency":
+        result = prune_latency(run, event, example_inputs, carry)
+    else:
+        result = pruning.prune_filters(
+            run.model, event.scores, event.target, example_inputs=example_inputs,
+            dense=run.dense, target_type=prune.target_type, max_fraction=prune.max_fraction,
+            protected=tuple(prune.protected), carry=carry, round_to=prune.round_to)
     event.removed = result.removed
     event.widths_before, event.widths_after = result.widths_before, result.widths_after
     new_params = dict(run.model.named_parameters())

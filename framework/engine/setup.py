@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from fp import config, pruning
+from fp.config.settings import Settings
 from fp.engine import optim, rundir
-from fp.errors import FpError
+from fp.engine.latency_event import summary_fields
 from fp.engine.loop import EpochProgress
+from fp.errors import FpError
 from fp.run import Run
 from fp.schedule import PruneStep
-from fp.config.settings import Settings
 
 VERSION = 1
 
@@ -176,6 +177,6 @@ def make_summary(s: Setup, run: Run, elapsed: float) -> dict[str, Any]:
         "dataset": st.data.dataset, "target": st.prune.target, "target_type": st.prune.target_type,
         "granularity": st.prune.granularity, "schedule": st.prune.schedule, "rounds": st.prune.rounds,
         "prune_events": s.event_index, "seed": st.experiment.seed, "world_size": run.world_size,
-        "device": str(run.device), "name": st.experiment.name,
+        "device": str(run.device), "name": st.experiment.name, **summary_fields(run),
     }
 

@@ -101,7 +101,7 @@ class Trainer:
         record.update(event="prune", index=event.index, step=run.step, epoch=run.epoch,
                       target=event.target, sparsity=event.sparsity,
                       widths=event.widths_after or None, widths_before=event.widths_before or None)
-        record.update(hvp_record(event))
+        record.update(hvp_record(event), **event.info.get("latency", {}))
         run.log(record)
 
     def _end_epoch(self, metrics: dict[str, float], bar) -> None:
