@@ -136,11 +136,7 @@ def measured_latency(example: Tensor, batch: int = 1, device: str | torch.device
     ``batch`` on ``device`` (None: the model's) with ``fp.pruning.latency.time_forward``; its
     ``compare`` times two models interleaved (``latency.compare``). ``timing`` goes to both
     (dtype, channels_last, warmup, repeats, min_time_s)."""
-    try:
-        from fp.pruning import latency
-    except ImportError as exc:
-        raise ConfigError("measuring latency needs fp.pruning.latency, which this installation "
-                          "lacks; pass latency_fn= instead.") from exc
+    from fp.pruning import latency
 
     def where(model: nn.Module) -> str | torch.device:
         param = next(model.parameters(), None)
