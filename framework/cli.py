@@ -42,7 +42,7 @@ def run_cmd(
         print_summary(results[0]["summary"], Path(results[0]["out_dir"]))
         return
     if launch.launched_by_torchrun():  # `torchrun ... fp run`: this process is one rank
-        result = launch.worker(files, bindings, out_dir, device, force)
+        result = launch.raise_failed({0: launch.worker(files, bindings, out_dir, device, force)})[0]
         if int(os.environ["RANK"]) == 0:
             print_summary(result["summary"], Path(result["out_dir"]))
         return

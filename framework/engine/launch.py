@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
+from fp import errors
 from fp.engine.distributed import record_ranks
 from fp.engine.experiment import run_experiment
 
@@ -27,7 +28,17 @@ def launch(nproc: int, files: Sequence[str], bindings: Sequence[str], out: Path 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
                           monitor_interval=0.5)
-    return elastic_launch(config, worker)(list(files), list(bindings), out, device, force)
+    return raise_failed(elastic_launch(config, worker)(list(files), list(bindings), out, device,
+                                                     force))
+
+
+def raise_failed(results: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """``results`` of ranks that all finished; a user's mistake a rank met is raised here, in
+    the launching process, as the same fp error."""
+    failed = [r for r in results.values() if "error" in r]
+    if failed:
+        raise getattr(errors, failed[0]["error_type"], errors.FpError)(failed[0]["error"])
+    return results
 
 
 def worker(files: list[str], bindings: list[str], out: Path | None, device: str | None,
@@ -42,8 +53,12 @@ def worker(files: list[str], bindings: list[str], out: Path | None, device: str 
         device = f"cuda:{local_rank}"
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
-        outcome = run_experiment(files, bindings, out=out, device=device or "cpu", force=force,
-                                 rank=rank, world_size=world_size, quiet=rank != 0)
+        try:
+            outcome = run_experiment(files, bindings, out=out, device=device or "cpu",
+                                     force=force, rank=rank, world_size=world_size,
+                                     quiet=rank != 0)
+        except errors.FpError as exc:  # handed to the launcher, which raises it as one sentence
+            return {"error": str(exc), "error_type": type(exc).__name__}
         ranks = record_ranks(outcome.model, outcome.out_dir)
         return {"summary": outcome.summary, "digest": ranks[rank]["digest"],
                 "out_dir": str(outcome.out_dir)}

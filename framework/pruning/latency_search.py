@@ -90,11 +90,15 @@ class Search:
             return min(above)
         if lo >= count or count in self.last or self.budget == 0:
             return None
-        return count if self.time(count).meets_target else None
+        if self.time(count).meets_target:
+            return count
+        # one slow timing may be load from elsewhere: the cap is timed once more, interleaved
+        # with the dense model, before the target counts as unreachable
+        return count if self.budget > 0 and self.time(count, "confirm").meets_target else None
 
     def reachable(self, count: int) -> str:
         best = self.last.get(count)
         if best is None:
             return "nothing faster (no slot may go)"
         return (f"about {max(1 - best.ratio, 0.0):.3f} (the smallest candidate ran at "
-                f"{best.ratio:.2f} of the dense latency)")
+                f"{best.ratio:.2f}x the dense latency)")

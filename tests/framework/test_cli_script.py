@@ -138,6 +138,13 @@ def test_bad_sweep_and_report_inputs(tmp_path):
         assert bad[0] in result.stderr
 
 
+@pytest.mark.slow
+def test_a_mistake_found_inside_distributed_workers_is_one_sentence(tmp_path):
+    result = fp("run", "gin/quickstart.gin", "--nproc", "2", "--device", "cpu", "--out",
+                str(tmp_path / "run"), "--bind", "data.train_per_class=100000")
+    assert_one_line_error(result, 2, "data.train_per_class = 100000")
+
+
 def wait_for(predicate, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
