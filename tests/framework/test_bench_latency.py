@@ -1,0 +1,22 @@
+"""``fp bench``'s latency_target row: the latency-target prune re-timed against the dense model."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fp.pruning import build_model
+from fp.tools.bench.latency_row import TARGET, latency_target_row
+
+
+def test_the_row_compares_the_pruned_latency_with_the_target():
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=10, in_channels=3)
+    batches = [(torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,)))]
+    row = latency_target_row(model, batches, batch_size=16, device=torch.device("cpu"))
+    assert row["name"] == "latency_target" and row["target"] == f"<= {1 - TARGET:g}"
+    assert row["ratio"] == pytest.approx(row["measured_s"] / row["baseline_s"], rel=2e-3)
+    assert row["ok"] == (row["ratio"] <= 1 - TARGET)
+    assert len(row["runs_s"]["measured"]) == len(row["runs_s"]["baseline"]) >= 5
+    assert "probes" in row["notes"] and "batch 16" in row["notes"]
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [32, 64, 64, 128]  # the caller's model is left dense
