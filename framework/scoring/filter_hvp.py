@@ -12,8 +12,10 @@ from torch import Tensor, nn
 
 from fp.nn import eval_mode, filter_sums
 from fp.scoring.hvp import choose_method, mean_hess_grad, second_order_sums
-from fp.scoring.second_order import foldable_pairs, replaceable
-from fp.scoring.statistics import Batch, total_samples, trainable, weighted_mean_
+from fp.scoring.folding import Folds
+from fp.scoring.second_order import replaceable
+from fp.scoring.statistics import (Batch, as_on_rank_zero, sample_count, total_samples,
+                                   trainable, weighted_mean_)
 
 
 def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: float,
@@ -41,24 +43,27 @@ def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: f
         info["hvp_method"] = "double_backward"
         scales = _filter_scales(model, trained)
         targets = [scales.get(n, w) for n, w in trained.items()]
+        # every rank folds as rank 0's first batch decides: the correction is for the mean
+        folds = Folds(model, as_on_rank_zero(sample_count(batches[0])))
         grad, grad_sq, sums = second_order_sums(
             model, batches, temperature, names, params, budget, info, first_order=first_order,
             targets=targets, scales={model.get_submodule(n.rpartition(".")[0]): s
-                                     for n, s in scales.items()})
+                                     for n, s in scales.items()}, folds=folds)
         dots = [d if n in scales else filter_sums(trained[n].detach() * d)
                 for n, d in zip(trained, sums)]
         means = dict(zip(trained, weighted_mean_(dots, total_samples(batches))))
-        _correct_for_folds(model, means, grad)  # in eval mode: folding is of eval-mode BatchNorm
+        _correct_for_folds(model, means, grad, folds.folded())
     return grad, grad_sq, means
 
 
-def _correct_for_folds(model: nn.Module, dots: dict[str, Tensor], grad: dict[str, Tensor]) -> None:
+def _correct_for_folds(model: nn.Module, dots: dict[str, Tensor], grad: dict[str, Tensor],
+                       folded: dict[str, str]) -> None:
     """Add back what folding BatchNorm into a scaled convolution hides. With W' = W·γ/σ, the
     scales reach W through W' but ∂W'/∂γ = W/σ, which moves with W, lies outside their graph:
     its share of Σ_{i∈p} θ_i (Hg)_i is g_γ·(∂L/∂γ through W'). The folded bias c = β + (b − μ)γ/σ
     (b the convolution's own bias) has ∂L/∂c = ∂L/∂β, so that share is g_γ·(g_γ + (μ − b)/σ·g_β),
     linear in the batch gradients and so exact for their sample-weighted mean."""
-    for conv, bn_name in foldable_pairs(model).items():
+    for conv, bn_name in folded.items():
         bn, weight = model.get_submodule(bn_name), f"{conv}.weight" if conv else "weight"
         prefix = f"{bn_name}." if bn_name else ""
         if weight not in dots or f"{prefix}weight" not in grad:

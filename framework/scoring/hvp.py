@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from fp.nn import eval_mode
 from fp.scoring import probe as probing
+from fp.scoring.folding import Folds
 from fp.scoring.hvp_methods import HVP_METHODS, differentiate, graph_grads
 from fp.scoring.statistics import (Batch, as_on_rank_zero, batch_grads, gradient_moments,
                                    mean_grad_and_sq, sample_count, total_samples, trainable,
@@ -95,18 +96,20 @@ def mean_hess_grad(model: nn.Module, batches: list[Batch], temperature: float, *
 
 
 def second_order_sums(model, batches, temperature, names, params, budget, info, *,
-                      first_order=None, targets=None,
-                      scales=None) -> tuple[dict, dict, list[Tensor]]:
+                      first_order=None, targets=None, scales=None,
+                      folds: Folds | None = None) -> tuple[dict, dict, list[Tensor]]:
     """(g, E[g²], Σ_b n_b ∂/∂targets ⟨ḡ, ∇L_b⟩); targets default to ``params`` (giving
     Σ_b n_b H_b g; the caller divides by N after summing over ranks).
     Without ``first_order``, one forward and create_graph backward per batch gives g and E[g²]
     and keeps the graphs that fit ``budget``; one backward pass through them follows, and the
-    batches whose graph did not fit are recomputed. With it, every batch is recomputed."""
+    batches whose graph did not fit are recomputed. With it, every batch is recomputed. Every
+    batch folds the BatchNorms ``folds`` decides on (a fresh record without it)."""
     targets = list(params) if targets is None else targets
+    folds = folds or Folds(model)
     kept, dropped = [], list(range(len(batches)))
     if first_order is None:
         first_order, kept, dropped = _first_pass(model, batches, temperature, names, params,
-                                                 budget, info, scales)
+                                                 budget, info, scales, folds)
     grad, grad_sq = first_order
     vec = [grad[n].detach() for n in names]
     recomputed = set(dropped)
@@ -116,13 +119,13 @@ def second_order_sums(model, batches, temperature, names, params, budget, info, 
     del kept
     for index in dropped:
         x, y = batches[index]
-        again = graph_grads(model, x, y, temperature, params, scales)
+        again = graph_grads(model, x, y, temperature, params, scales, folds=folds)
         for acc, d in zip(sums, differentiate([again], vec, targets, [sample_count((x, y))])):
             acc.add_(d)
     return grad, grad_sq, sums
 
 
-def _first_pass(model, batches, temperature, names, params, budget, info, scales):
+def _first_pass(model, batches, temperature, names, params, budget, info, scales, folds):
     """g, E[g²] (means over the samples of every batch and rank), the kept graphs (of the first
     batches) and the dropped batches: ``mean_grad_and_sq``'s pass, keeping the graphs that fit
     ``budget`` (measured on the first batch)."""
@@ -133,7 +136,7 @@ def _first_pass(model, batches, temperature, names, params, budget, info, scales
             dropped.append(index)
             return batch_grads(model, x, y, temperature, params)
         saved = probing.SavedBytes(params) if index == 0 else None
-        grads = graph_grads(model, x, y, temperature, params, scales, saved)
+        grads = graph_grads(model, x, y, temperature, params, scales, saved, folds)
         if saved is not None:
             share = probing.kept_share(saved.bytes, budget, len(batches))
             capacity[0] = round(share * len(batches))

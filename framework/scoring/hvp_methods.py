@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from fp.nn import batch_loss, tempered_loss
 from fp.scoring import probe as probing
+from fp.scoring.folding import Folds
 from fp.scoring.second_order import cheap_double_backward
 
 Scales = dict[nn.Module, Tensor]
@@ -18,9 +19,11 @@ Scales = dict[nn.Module, Tensor]
 
 def graph_grads(model: nn.Module, x: Tensor, y: Tensor, temperature: float,
                 params: list[nn.Parameter], scales: Scales | None = None,
-                saved: probing.SavedBytes | None = None) -> tuple[Tensor | None, ...]:
-    """∇L_b with its graph kept (create_graph), through the cheap-double-backward layers."""
-    with cheap_double_backward(model, scales), (saved or contextlib.nullcontext()):
+                saved: probing.SavedBytes | None = None,
+                folds: Folds | None = None) -> tuple[Tensor | None, ...]:
+    """∇L_b with its graph kept (create_graph), through the cheap-double-backward layers
+    (``folds``: the BatchNorm folds of the computation this batch is part of)."""
+    with cheap_double_backward(model, scales, folds), (saved or contextlib.nullcontext()):
         return torch.autograd.grad(batch_loss(model, x, y, temperature), params,
                                    create_graph=True, allow_unused=True)
 

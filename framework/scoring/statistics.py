@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from fp.nn import batch_loss, eval_mode
-from fp.scoring.second_order import cheap_double_backward
+from fp.scoring.folding import folded_batchnorms
 
 Batch = tuple[Tensor, Tensor]
 
@@ -77,24 +77,40 @@ def weighted_mean_(sums: Sequence[Tensor], count: float) -> Sequence[Tensor]:
 
 
 class Moments:
-    """Running Σ_b n_b ∇L_b, Σ_b n_b (∇L_b)² and N = Σ_b n_b over the batches ``add``ed."""
+    """Running sums of w_b ∇L_b and w_b (∇L_b)² over the batches ``add``ed, and N = Σ_b n_b.
+    With ``samples`` (N over every batch to come, known up front outside torch.distributed),
+    w_b = n_b / N and the sums are the means already; otherwise w_b = n_b and ``means`` divides
+    by N summed over the ranks. The first batch's products start the sums, so no zero-filled
+    buffer is written first."""
 
-    def __init__(self, params: Sequence[Tensor]):
-        self.total = [torch.zeros_like(p) for p in params]
-        self.total_sq = [torch.zeros_like(p) for p in params]
+    def __init__(self, params: Sequence[Tensor], samples: int | None = None):
+        self.params, self.samples = params, samples
+        self.total: list[Tensor] | None = None
+        self.total_sq: list[Tensor] | None = None
         self.count = 0
 
     def add(self, grads: Sequence[Tensor | None], n: int) -> None:
-        for acc, acc_sq, grad in zip(self.total, self.total_sq, grads):
-            if grad is not None:
-                grad = grad.detach()
-                acc.add_(grad, alpha=n)
-                acc_sq.addcmul_(grad, grad, value=n)
+        w = n if self.samples is None else n / self.samples
+        if self.total is None:
+            self.total = [torch.zeros_like(p) if g is None else g.detach() * w
+                          for g, p in zip(grads, self.params)]
+            self.total_sq = [torch.zeros_like(acc) if g is None else acc * g.detach()
+                             for acc, g in zip(self.total, grads)]
+        else:
+            for acc, acc_sq, grad in zip(self.total, self.total_sq, grads):
+                if grad is not None:
+                    grad = grad.detach()
+                    acc.add_(grad, alpha=w)
+                    acc_sq.addcmul_(grad, grad, value=w)
         self.count += n
 
     def means(self, names: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(g, E[g²]) by parameter name, over this rank's samples and every other rank's."""
-        means = weighted_mean_(self.total + self.total_sq, self.count)
+        if self.total is None:
+            self.total = [torch.zeros_like(p) for p in self.params]
+            self.total_sq = [torch.zeros_like(p) for p in self.params]
+        sums = self.total + self.total_sq
+        means = sums if self.samples is not None else weighted_mean_(sums, self.count)
         return dict(zip(names, means[:len(names)])), dict(zip(names, means[len(names):]))
 
 
@@ -108,7 +124,7 @@ def gradient_moments(batches: Sequence[Batch], params: Sequence[Tensor],
                      grads_of: Callable[[int, Tensor, Tensor], Sequence[Tensor | None]]) -> Moments:
     """The sample-weighted sums of every batch's gradients (``grads_of(index, x, y)``) and their
     squares: the one pass behind g and E[g²], whether or not it also keeps graphs (``hvp``)."""
-    moments = Moments(params)
+    moments = Moments(params, None if _distributed() else total_samples(batches))
     for index, (x, y) in enumerate(batches):
         moments.add(grads_of(index, x, y), sample_count((x, y)))
     return moments
@@ -120,8 +136,8 @@ def mean_grad_and_sq(model: nn.Module, batches: list[Batch],
     names, params = trainable(model)
     if not names:
         return {}, {}
-    # the folded layers compute the same gradient without BatchNorm's own passes over the data
-    with eval_mode(model), torch.enable_grad(), cheap_double_backward(model):
+    # folded BatchNorms give the same gradient without their own passes over the data
+    with eval_mode(model), torch.enable_grad(), folded_batchnorms(model):
         moments = gradient_moments(batches, params,
                                    lambda _, x, y: batch_grads(model, x, y, temperature, params))
     return moments.means(names)

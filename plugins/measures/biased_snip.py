@@ -10,6 +10,5 @@ class BiasedSnip(LossMeasure):
 
     name = "biased_snip"
 
-    def __call__(self, ctx):
-        grad = ctx.grad()
-        return {n: w.detach() ** 2 * grad[n].abs() for n, w in ctx.weights.items()}
+    def weight_score(self, ctx, name, weight):
+        return weight.detach().square().mul_(ctx.grad()[name]).abs_()  # |θ² g| = θ² |g|

@@ -10,6 +10,5 @@ class Fisher(LossMeasure):
 
     name = "fisher"
 
-    def __call__(self, ctx):
-        grad_sq = ctx.grad_sq()
-        return {n: w.detach() ** 2 * grad_sq[n] for n, w in ctx.weights.items()}
+    def weight_score(self, ctx, name, weight):
+        return weight.detach().square().mul_(ctx.grad_sq()[name])

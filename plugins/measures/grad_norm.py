@@ -14,12 +14,8 @@ class GradNorm(LossMeasure):
     temperature = 1.0
     balanced = True
 
-    def products(self, ctx):
-        hess_grad = ctx.hess_grad()
-        return {n: w.detach() * hess_grad[n] for n, w in ctx.weights.items()}
-
-    def __call__(self, ctx):
-        return {n: p.abs() for n, p in self.products(ctx).items()}
+    def weight_score(self, ctx, name, weight):
+        return (weight.detach() * ctx.hess_grad()[name]).abs_()
 
     def filter_scores(self, ctx):  # Σ_{i∈p} θ_i (Hg)_i without the whole Hg
         return {n: dots.abs() for n, dots in ctx.filter_hess_grad().items()}

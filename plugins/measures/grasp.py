@@ -14,9 +14,8 @@ class Grasp(LossMeasure):
     temperature = 200.0
     balanced = True
 
-    def __call__(self, ctx):
-        hess_grad = ctx.hess_grad()
-        return {n: w.detach() * hess_grad[n] for n, w in ctx.weights.items()}
+    def weight_score(self, ctx, name, weight):
+        return weight.detach() * ctx.hess_grad()[name]
 
     def filter_scores(self, ctx):
         return dict(ctx.filter_hess_grad())  # Σ_{i∈p} θ_i (Hg)_i without the whole Hg

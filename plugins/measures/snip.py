@@ -10,6 +10,5 @@ class Snip(LossMeasure):
 
     name = "snip"
 
-    def __call__(self, ctx):
-        grad = ctx.grad()
-        return {n: (w.detach() * grad[n]).abs() for n, w in ctx.weights.items()}
+    def weight_score(self, ctx, name, weight):
+        return (weight.detach() * ctx.grad()[name]).abs_()

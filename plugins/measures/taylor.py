@@ -10,12 +10,9 @@ class Taylor(LossMeasure):
 
     name = "taylor"
 
-    def products(self, ctx):
-        grad = ctx.grad()
-        return {n: w.detach() * grad[n] for n, w in ctx.weights.items()}
-
-    def __call__(self, ctx):
-        return {n: p.abs() for n, p in self.products(ctx).items()}
+    def weight_score(self, ctx, name, weight):
+        return (weight.detach() * ctx.grad()[name]).abs_()
 
     def filter_scores(self, ctx):
-        return {n: self.reduce(p).abs() for n, p in self.products(ctx).items()}
+        grad = ctx.grad()
+        return {n: self.reduce(w.detach() * grad[n]).abs() for n, w in ctx.weights.items()}

@@ -10,6 +10,7 @@ from rich.console import Console
 import fp
 from fp.tools.bench import Sizes, bench, format_rows
 from fp.tools.bench.scoring import INFORMATIONAL, TARGETS, score_rows
+from fp.tools.bench import outside
 from fp.tools.bench import timing as timing_module
 from fp.tools.bench.timing import Task, Timing, measure_ratio, make_row, meets
 from fp.tools.bench.folder import crop_and_flip, write_jpegs
@@ -18,7 +19,10 @@ from fp.errors import FpError
 
 TINY = Sizes(loop_repeats=1, score_architecture="small_cnn", score_batches=1, batch_size=8,
              train_architecture="small_cnn", train_batches=2, augment_images=32, loader_workers=2,
-             repeats=1, image_shape=(3, 8, 8), folder_real=False)
+             repeats=1, image_shape=(3, 8, 8), folder_real=False, outside_batches=1,
+             outside_batch_size=4)
+OUTSIDE = ["snip", "taylor", "biased_snip", "fisher", "bn_taylor", "grasp", "grad_norm"]
+OUTSIDE_MODELS = ["torchvision_resnet18", "small_cnn"]
 KEYS = {"name", "ratio", "target", "ok", "ratio_is", "measured_s", "baseline_s", "baseline",
         "notes", "runs_s"}
 
@@ -32,6 +36,8 @@ def test_rows_cover_every_benchmark_and_every_registered_measure(rows):
     measures = fp.make_manager(autoload=False).registries["measures"].names()
     assert [r["name"] for r in rows] == (["train_loop", "augment", "folder_train"]
                                          + [f"score/{m}" for m in measures]
+                                         + [f"outside/{m}/{model}" for model in OUTSIDE_MODELS
+                                            for m in OUTSIDE]
                                          + ["prune_surgery", "amp_channels_last", "cli_help",
                                             "cli_list_measures"])
     assert set(TARGETS) <= set(measures)  # every target names a real measure
@@ -49,13 +55,46 @@ def test_every_row_is_plain_json_with_a_verdict_that_matches_its_ratio(rows):
         assert row["measured_s"] > 0 and row["baseline_s"] > 0
 
 
-def test_score_rows_carry_the_issue_targets_and_name_the_hvp_method(rows):
+def test_score_rows_carry_their_targets_and_name_the_hvp_method(rows):
     by_name = {r["name"]: r for r in rows}
     assert by_name["score/snip"]["target"] == "<= 1.05"
     assert by_name["score/grasp"]["target"] == "<= 3.0"
     assert by_name["score/synflow"]["target"] == "<= 0.05"
     assert "hvp " in by_name["score/grasp"]["notes"]
     assert "hvp " not in by_name["score/snip"]["notes"]
+
+
+def test_outside_rows_time_the_public_call_against_a_users_loop_with_their_targets(rows):
+    by_name = {r["name"]: r for r in rows}
+    for model in OUTSIDE_MODELS:
+        for measure in OUTSIDE:
+            row = by_name[f"outside/{measure}/{model}"]
+            first_order = measure not in ("grasp", "grad_norm")
+            assert row["target"] == ("<= 1.05" if first_order else "<= 2.5")
+            assert row["baseline"] == outside.BASELINE
+            assert row["ratio_is"] == "measured/baseline time"
+            assert "4 samples in 1 batches of 4, input (3, 8, 8)" in row["notes"]
+    assert "both at T=200" in by_name["outside/grasp/small_cnn"]["notes"]
+    assert "both at T=1" in by_name["outside/grad_norm/small_cnn"]["notes"]
+    assert "T=5 (the default), the loop on raw logits" in by_name["outside/snip/small_cnn"]["notes"]
+
+
+def test_the_loop_divides_by_t_only_for_a_measure_whose_class_sets_it():
+    manager = fp.make_manager(autoload=False)
+    build = manager.registries["measures"].build
+    assert outside.defining_temperature(build("grasp")) == 200.0
+    assert outside.defining_temperature(build("grad_norm")) == 1.0
+    assert outside.defining_temperature(build("snip")) is None
+    assert outside.defining_temperature(build("taylor", temperature=2.0)) is None
+
+
+def test_outside_rows_leave_the_model_in_its_own_mode():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)).train()
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))]
+    found = outside.outside_rows({"tiny": model}, batches, repeats=1, device=torch.device("cpu"))
+    assert [r["name"] for r in found] == [f"outside/{m}/tiny" for m in OUTSIDE]
+    assert all(m.training for m in model.modules())
 
 
 def test_speedup_rows_say_so_and_gpu_only_rows_are_skipped_on_cpu(rows):

@@ -4,8 +4,10 @@ interleaved, each side's fastest repetition), so load from other processes is fi
 rather than averaged in.
 
 Rows: ``train_loop``, ``augment``, ``folder_train``, ``score/<measure>`` for every registered
-measure, ``prune_surgery``, ``amp_channels_last`` (on CUDA), and ``cli_help`` /
-``cli_list_measures`` (fresh ``fp`` processes against a fresh ``import typer``).
+measure, ``outside/<measure>/<model>`` (the public ``fp.score`` against a user's own gradient
+loop, for the first-order and Hg measures, on a torchvision ResNet-18 and the CIFAR ResNet),
+``prune_surgery``, ``amp_channels_last`` (on CUDA), and ``cli_help`` / ``cli_list_measures``
+(fresh ``fp`` processes against a fresh ``import typer``).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from rich.table import Table
 from fp.tools.bench.augment import augment_row
 from fp.tools.bench.cli import cli_rows
 from fp.tools.bench.folder import folder_row
+from fp.tools.bench.outside import outside_rows, torchvision_model
 from fp.tools.bench.scoring import score_rows
 from fp.tools.bench.surgery import prune_surgery_row
 from fp.tools.bench.timing import skipped_row
@@ -31,8 +34,9 @@ from fp.pruning import build_model
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each benchmark is. Scoring follows the issue's reference measurement (ResNet-56,
-    CIFAR-shaped data, 5 batches of 128); ``QUICK`` shrinks everything to minutes on 2 cores."""
+    """How big each benchmark is. Scoring follows the reference measurement (ResNet-56,
+    CIFAR-shaped data, 5 batches of 128); the outside/ rows score 4 batches of 64 on both their
+    models; ``QUICK`` shrinks everything to minutes on 2 cores."""
 
     score_architecture: str = "resnet56"
     score_batches: int = 5
@@ -46,11 +50,15 @@ class Sizes:
     classes: int = 10
     image_shape: tuple[int, int, int] = (3, 32, 32)
     folder_real: bool = True            # folder_train reads real CIFAR-10 JPEGs where present
+    outside_torchvision: str = "resnet18"  # a torchvision.models builder, for the outside/ rows
+    outside_batches: int = 4            # the outside/ rows' batches (on both of their models)
+    outside_batch_size: int = 64
 
 
 FULL = Sizes()
 QUICK = Sizes(score_architecture="resnet20", score_batches=2, train_batches=4, repeats=5,
-              augment_images=2560, folder_real=False)  # writing 512 JPEGs beats reading the archive
+              augment_images=2560, folder_real=False,  # writing 512 JPEGs beats reading the archive
+              outside_batches=2)
 
 
 def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = None,
@@ -82,6 +90,12 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
     measures = [manager.registries["measures"].build(n)
                 for n in manager.registries["measures"].names()]
     score_rows(model, batches, measures, repeats=sizes.repeats, device=where, on_row=add)
+    outside = {f"torchvision_{sizes.outside_torchvision}":
+               torchvision_model(sizes.outside_torchvision, sizes.classes).to(where),
+               sizes.score_architecture: model}
+    outside_rows(outside, bench_batches(manager, sizes, where, sizes.outside_batches,
+                                        sizes.outside_batch_size),
+                 repeats=sizes.repeats, device=where, on_row=add)
     add(prune_surgery_row(model, batches[0], repeats=sizes.repeats, device=where))
     add(mixed_precision_row(manager, sizes, where))
     for row in cli_rows(repeats=sizes.repeats):
@@ -112,10 +126,13 @@ def synthetic_data(manager: Manager, sizes: Sizes, images: int):
         num_classes=sizes.classes)
 
 
-def bench_batches(manager: Manager, sizes: Sizes, device: torch.device):
-    """Normalised, un-augmented batches, already on the device (as a prune event draws them)."""
-    data = synthetic_data(manager, sizes, sizes.score_batches * sizes.batch_size)
-    return list(data.loader("train", sizes.batch_size, device=device))
+def bench_batches(manager: Manager, sizes: Sizes, device: torch.device,
+                  batches: int | None = None, batch_size: int | None = None):
+    """Normalised, un-augmented batches, already on the device (as a prune event draws them):
+    ``score_batches`` of ``batch_size`` unless given."""
+    batches, batch_size = batches or sizes.score_batches, batch_size or sizes.batch_size
+    data = synthetic_data(manager, sizes, batches * batch_size)
+    return list(data.loader("train", batch_size, device=device))
 
 
 def format_rows(rows: list[dict[str, Any]]) -> Table:

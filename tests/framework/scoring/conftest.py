@@ -21,16 +21,23 @@ class Tiny(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+def random_batchnorm_state(model: nn.Module) -> nn.Module:
+    """Every BatchNorm's statistics and affine parameters far from their defaults, so that eval
+    mode (running statistics) and train mode differ and a fold is no identity."""
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+                if bn.weight is not None:
+                    bn.weight.uniform_(-1.5, 1.5)
+                    bn.bias.uniform_(-0.5, 0.5)
+    return model
+
+
 def make_tiny(seed: int = 0) -> Tiny:
     torch.manual_seed(seed)
-    model = Tiny().double()
-    with torch.no_grad():  # so that eval mode (running statistics) and train mode differ
-        for bn in (model.bn1, model.bn2):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.uniform_(-1.5, 1.5)
-            bn.bias.uniform_(-0.5, 0.5)
-    return model
+    return random_batchnorm_state(Tiny().double())
 
 
 def make_batches(count: int = 3, seed: int = 1, dtype=torch.float64):

@@ -5,7 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fp.scoring.second_order import cheap_double_backward, foldable_pairs
+from fp.scoring.folding import foldable_pairs
+from fp.scoring.second_order import cheap_double_backward
+
+from .conftest import random_batchnorm_state
 
 
 def loss_grad_hvp(model, x, y, vec_seed=5):
@@ -28,18 +31,6 @@ def assert_same_derivatives(model, x, y):
     torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-14)
     for want, have in zip(expected[1] + list(expected[2]), got[1] + list(got[2])):
         torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-13)
-
-
-def random_batchnorm_state(model):
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                bn.running_mean.uniform_(-0.5, 0.5)
-                bn.running_var.uniform_(0.5, 2.0)
-                if bn.weight is not None:
-                    bn.weight.uniform_(-1.5, 1.5)
-                    bn.bias.uniform_(-0.5, 0.5)
-    return model
 
 
 def test_tiny_model_folded_and_unfolded_batchnorms(model, batches):

@@ -10,7 +10,7 @@ from torch import nn
 from fp.plugins.architectures.resnet_cifar import CifarResNet
 from fp.nn import eval_mode
 from fp.scoring import ScoreContext, hvp
-from fp.scoring.second_order import foldable_pairs
+from fp.scoring.folding import foldable_pairs
 
 from .conftest import make_batches, make_tiny, reference_stats
 

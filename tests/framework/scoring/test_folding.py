@@ -1,0 +1,155 @@
+"""The first-order pass folds an eval-mode BatchNorm into its convolution only where the output
+outgrows the weight, and either way gives plain autograd's loss and gradient (float64)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fp.scoring import filter_hvp, folding
+from fp.scoring.folding import folded_batchnorms, folding_pays
+from fp.scoring.second_order import cheap_double_backward
+from fp.scoring.statistics import mean_grad_and_sq
+
+from .conftest import random_batchnorm_state
+
+
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv2d(3, 4, 3), (2, 3, 8, 8)),
+    (nn.Conv2d(8, 16, 3, stride=2, padding=1), (5, 8, 7, 9)),
+    (nn.Conv2d(4, 6, (3, 5), stride=(1, 2), padding=(2, 1), dilation=(2, 1)), (3, 4, 9, 11)),
+    (nn.Conv2d(64, 64, 3, padding=1), (2, 64, 1, 1)),
+    (nn.Conv1d(3, 5, 4, stride=3), (2, 3, 20)),
+    (nn.Conv3d(2, 3, 2), (1, 2, 4, 5, 3)),
+    (nn.Conv2d(3, 4, 3), (3, 8, 8)),  # unbatched
+])
+def test_folding_pays_when_the_output_has_at_least_as_many_elements_as_the_weight(conv, shape):
+    out = conv(torch.randn(shape))
+    assert folding_pays(torch.empty(shape), conv) == (out.numel() >= conv.weight.numel())
+
+
+def test_folding_pays_for_a_given_batch_size_whatever_the_batch_at_hand():
+    conv = nn.Conv2d(4, 8, 3, padding=1)  # 288 weights; 8·4·4 = 128 outputs per sample
+    assert not folding_pays(torch.empty(2, 4, 4, 4), conv)
+    assert folding_pays(torch.empty(2, 4, 4, 4), conv, batch_size=3)
+    assert not folding_pays(torch.empty(3, 4, 4, 4), conv, batch_size=2)
+
+
+class WideThenNarrow(nn.Module):
+    """An early conv→BN whose output outgrows its weight, a late one on 1×1 maps whose weight
+    outgrows its output, then a linear classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.adaptive_avg_pool2d(x, 1)
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+def make_model():
+    torch.manual_seed(0)
+    return random_batchnorm_state(WideThenNarrow().double().eval())
+
+
+def loss_and_grads(model, x, y):
+    params = list(model.parameters())
+    loss = F.cross_entropy(model(x), y)
+    return loss.detach(), torch.autograd.grad(loss, params)
+
+
+def test_a_folded_and_an_unfolded_pair_give_plain_autograds_loss_and_gradient(monkeypatch):
+    model = make_model()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    expected = loss_and_grads(model, x, y)
+    folded = []
+    affine = folding.batchnorm_affine
+    monkeypatch.setattr(folding, "batchnorm_affine", lambda bn: folded.append(bn) or affine(bn))
+    with folded_batchnorms(model):
+        got = loss_and_grads(model, x, y)
+    assert folded == [model.bn1]  # conv2's 3×3×4×32 weight outgrows its 4×32×1×1 output
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-14)
+    for have, want in zip(got[1], expected[1]):
+        torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-13)
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_the_model_gets_its_forwards_back_after_an_error():
+    model = make_model()
+    with pytest.raises(RuntimeError, match="stop"):
+        with folded_batchnorms(model):
+            assert "forward" in vars(model.conv1) and "forward" in vars(model.bn2)
+            raise RuntimeError("stop")
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_the_first_order_pass_matches_per_batch_autograd_on_both_paths():
+    model = make_model()
+    gen = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(n, 3, 8, 8, generator=gen, dtype=torch.float64),
+                torch.randint(0, 3, (n,), generator=gen)) for n in (3, 1)]
+    grads = [dict(zip([n for n, _ in model.named_parameters()],
+                      torch.autograd.grad(F.cross_entropy(model(x) / 5.0, y), model.parameters())))
+             for x, y in batches]
+    grad, grad_sq = mean_grad_and_sq(model, batches, 5.0)
+    for name in grad:
+        mean = (3 * grads[0][name] + grads[1][name]) / 4
+        mean_sq = (3 * grads[0][name] ** 2 + grads[1][name] ** 2) / 4
+        torch.testing.assert_close(grad[name], mean, rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(grad_sq[name], mean_sq, rtol=1e-10, atol=1e-13)
+
+
+def reference_filter_hess_grad(model, batches, temperature):
+    """Σ_{i∈p} θ_i (Hg)_i per filter of every conv/linear weight, by plain autograd: Hg = ∇(ḡᵀg),
+    g the sample-weighted mean gradient and ḡ it detached."""
+    params = dict(model.named_parameters())
+    total = sum(len(y) for _, y in batches)
+    loss = sum(F.cross_entropy(model(x) / temperature, y) * len(y) for x, y in batches) / total
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+    dot = sum((g * g.detach()).sum() for g in grads)
+    hess_grad = dict(zip(params, torch.autograd.grad(dot, list(params.values()))))
+    return {n: (params[n].detach() * hess_grad[n]).flatten(1).sum(1)
+            for n in ("conv1.weight", "conv2.weight", "fc.weight")}
+
+
+def test_filter_wise_hg_corrects_for_exactly_the_pairs_it_folded(monkeypatch):
+    model = make_model()
+    gen = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(n, 3, 8, 8, generator=gen, dtype=torch.float64),
+                torch.randint(0, 3, (n,), generator=gen)) for n in (4, 2)]
+    made = []
+    monkeypatch.setattr(filter_hvp, "Folds", lambda *args: made.append(folding.Folds(*args)) or made[-1])
+    weights = {n: model.get_parameter(n) for n in ("conv1.weight", "conv2.weight", "fc.weight")}
+    _, _, dots = filter_hvp.mean_filter_hess_grad(model, batches, 200.0, weights,
+                                                  method="double_backward", info={})
+    assert made[0].folded() == {"conv1": "bn1"} and made[0].pairs == {"conv1": "bn1",
+                                                                      "conv2": "bn2"}
+    expected = reference_filter_hess_grad(model, batches, 200.0)
+    for name, want in expected.items():
+        torch.testing.assert_close(dots[name], want, rtol=1e-8, atol=1e-12)
+
+
+def test_the_cheap_double_backward_layers_match_plain_autograd_on_both_paths():
+    model = make_model()
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
+    params = list(model.parameters())
+    vec = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+
+    def grad_and_hvp():
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+        hv = torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vec)), params)
+        return [g.detach() for g in grads] + list(hv)
+
+    expected = grad_and_hvp()
+    folds = folding.Folds(model)
+    with cheap_double_backward(model, folds=folds):
+        got = grad_and_hvp()
+    assert folds.folded() == {"conv1": "bn1"}
+    for have, want in zip(got, expected):
+        torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-13)
