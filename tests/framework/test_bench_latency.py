@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rich.console import Console
 
 from fp.pruning import build_model
+from fp.tools.bench import format_rows
 from fp.tools.bench.latency_row import TARGET, latency_target_row
 
 
@@ -20,3 +22,16 @@ def test_the_row_compares_the_pruned_latency_with_the_target():
     assert "probes" in row["notes"] and "batch 16" in row["notes"]
     widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert widths == [32, 64, 64, 128]  # the caller's model is left dense
+
+
+def test_an_unreachable_target_fails_the_row_and_says_why(monkeypatch):
+    monkeypatch.setattr("fp.pruning.api.measured_latency",
+                        lambda example, batch=1, **kw: lambda model: (1.0, 0.0))  # never faster
+    model = build_model("small_cnn", num_classes=10, in_channels=3)
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))]
+    row = latency_target_row(model, batches, batch_size=4, device=torch.device("cpu"))
+    assert row["ok"] is False and row["ratio"] is None and not row["skipped"]
+    assert "cannot be reached" in row["notes"]
+    console = Console(record=True, width=300)
+    console.print(format_rows([row]))
+    assert "NO" in console.export_text()

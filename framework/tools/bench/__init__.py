@@ -6,7 +6,8 @@ rather than averaged in.
 Rows: ``train_loop``, ``augment``, ``folder_train``, ``score/<measure>`` for every registered
 measure, ``outside/<measure>/<model>`` (the public ``fp.score`` against a user's own gradient
 loop, for the first-order and Hg measures, on a torchvision ResNet-18 and the CIFAR ResNet),
-``prune_surgery``, ``amp_channels_last`` (on CUDA), and ``cli_help`` / ``cli_list_measures``
+``prune_surgery``, ``latency_target`` (a latency-target prune re-timed against its target),
+``amp_channels_last`` (on CUDA), and ``cli_help`` / ``cli_list_measures``
 (fresh ``fp`` processes against a fresh ``import typer``).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.table import Table
 from fp.tools.bench.augment import augment_row
 from fp.tools.bench.cli import cli_rows
 from fp.tools.bench.folder import folder_row
+from fp.tools.bench.latency_row import latency_target_row
 from fp.tools.bench.outside import outside_rows, torchvision_model
 from fp.tools.bench.scoring import score_rows
 from fp.tools.bench.surgery import prune_surgery_row
@@ -97,6 +99,7 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
                                         sizes.outside_batch_size),
                  repeats=sizes.repeats, device=where, on_row=add)
     add(prune_surgery_row(model, batches[0], repeats=sizes.repeats, device=where))
+    add(latency_target_row(model, batches[:1], batch_size=sizes.batch_size, device=where))
     add(mixed_precision_row(manager, sizes, where))
     for row in cli_rows(repeats=sizes.repeats):
         add(row)
@@ -145,6 +148,9 @@ def format_rows(rows: list[dict[str, Any]]) -> Table:
                           f"[dim]{escape(row['notes'])}[/dim]")
             continue
         verdict = "[green]yes[/green]" if row["ok"] else "[red]NO[/red]"
+        if row["ratio"] is None:  # nothing to time: the notes say why (a target not reached)
+            table.add_row(row["name"], "-", row["target"], verdict, "-", "-", escape(row["notes"]))
+            continue
         table.add_row(row["name"], f"{row['ratio']:.3f}x", row["target"], verdict,
                       f"{row['measured_s']:.4f}", f"{row['baseline_s']:.4f}",
                       escape(f"{row['notes']} (baseline: {row['baseline']})"))

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from fp.errors import PruningError
 from fp.pruning import latency, prune
-from fp.tools.bench.timing import Timing, make_row
+from fp.tools.bench.timing import Timing, make_row, skipped_row
 
 #: fraction of the dense model's latency the row's prune event removes
 TARGET = 0.5
@@ -22,8 +23,13 @@ def latency_target_row(model: nn.Module, batches: list[tuple[torch.Tensor, torch
     """``latency_target``: a pruned copy of ``model`` (scored by magnitude: which filters go does
     not change how the target is met) timed at ``batch_size`` against the dense model."""
     dense = copy.deepcopy(model).eval()
-    pruned = prune(copy.deepcopy(model), "magnitude", batches, TARGET, target_type="latency",
-                   latency_batch=batch_size)
+    baseline = "the dense model's forward pass at the same batch"
+    try:
+        pruned = prune(copy.deepcopy(model), "magnitude", batches, TARGET, target_type="latency",
+                       latency_batch=batch_size)
+    except PruningError as exc:  # the row fails, the bench goes on
+        return {**skipped_row("latency_target", f"<= {1 - TARGET:g}", baseline=baseline,
+                              notes=f"batch {batch_size}: {exc}"), "skipped": False, "ok": False}
     searched = pruned.fp_latency
     example = batches[0][0][:1]
     dense_timing, pruned_timing = latency.compare(dense, pruned, example, batch_size,
@@ -35,5 +41,5 @@ def latency_target_row(model: nn.Module, batches: list[tuple[torch.Tensor, torch
              f"{accepted['noise']:.1%}); re-timed here with spread {pruned_timing.spread:.1%}, "
              f"{sum(p.numel() for p in pruned.parameters()):,} of "
              f"{sum(p.numel() for p in dense.parameters()):,} parameters kept")
-    return make_row("latency_target", timing, f"<= {1 - TARGET:g}",
-                    baseline="the dense model's forward pass at the same batch", notes=notes)
+    return make_row("latency_target", timing, f"<= {1 - TARGET:g}", baseline=baseline,
+                    notes=notes)
