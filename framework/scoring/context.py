@@ -35,14 +35,15 @@ class ScoreContext:
     ``hvp_method`` picks how Hg is computed: "double_backward", "forward_over_reverse" or "auto"
     (both timed on one batch, once per process and model class; the cheaper is used and named in
     ``info["hvp_method"]``). ``hvp_memory_gb`` caps the first-order graphs double backward keeps
-    (None: half the device's free memory); see ``fp.scoring.hvp``.
+    (None: half the device's free memory); see ``fp.scoring.hvp``. ``grad_sq=False`` leaves
+    E[g²] out of the gradient pass (asked for later, it takes a pass of its own).
     """
 
     def __init__(self, model: nn.Module, batches: Iterable | None, *,
                  temperature: float | None = None, device: torch.device | str | None = None,
                  weights: dict[str, nn.Parameter] | None = None,
                  input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto",
-                 hvp_memory_gb: float | None = None):
+                 hvp_memory_gb: float | None = None, grad_sq: bool = True):
         if hvp_method not in HVP_CHOICES:
             raise ConfigError(f"hvp_method {hvp_method!r} is not one of {', '.join(HVP_CHOICES)}.")
         if hvp_memory_gb is not None and not hvp_memory_gb >= 0:
@@ -56,7 +57,7 @@ class ScoreContext:
         first_input = self.batches[0][0] if self.batches else None
         self.input_shape = (tuple(input_shape) if input_shape is not None
                             else tuple(first_input.shape[1:]) if first_input is not None else None)
-        self.hvp_method = hvp_method
+        self.hvp_method, self.squares = hvp_method, grad_sq
         self.hvp_memory = None if hvp_memory_gb is None else hvp_memory_gb * 2 ** 30
         self.info: dict = {}          # shared with views: hvp_method, hvp_seconds, ...
         self._cache: dict = {}        # shared with views: statistics keyed by (kind, T)
@@ -75,12 +76,12 @@ class ScoreContext:
         """g = Σ_b n_b ∇L_b / Σ_b n_b: the mean over scoring samples (a batch counts by its
         size n_b, and under torch.distributed every rank's samples count), for every trainable
         parameter."""
-        return self._first_order(temperature)[0]
+        return self._first_order(temperature, self.squares)[0]
 
     def grad_sq(self, temperature: float | None = None) -> dict[str, Tensor]:
         """E[g²] = Σ_b n_b (∇L_b)² / Σ_b n_b: the squared per-batch gradient, weighted by
         batch size as ``grad`` is."""
-        return self._first_order(temperature)[1]
+        return self._first_order(temperature, True)[1]
 
     def hess_grad(self, temperature: float | None = None) -> dict[str, Tensor]:
         """Hg = Σ_b n_b ∇(ḡᵀ∇L_b) / Σ_b n_b, ḡ = g detached: ∇(ḡᵀg), weighted as ``grad``."""
@@ -110,8 +111,9 @@ class ScoreContext:
         already cached is handed in (then that pass cannot keep graphs)."""
         grad, grad_sq, found = compute(
             self.model, self._require_batches(), t, *args, method=self.hvp_method,
-            info=self.info, memory=self.hvp_memory, first_order=self._cache.get(("grad", t)))
-        self._cache.setdefault(("grad", t), (ParamStats(grad), ParamStats(grad_sq)))
+            info=self.info, memory=self.hvp_memory, first_order=self._complete(("grad", t)))
+        if self._complete(("grad", t)) is None:
+            self._cache[("grad", t)] = ParamStats(grad), ParamStats(grad_sq)
         return ParamStats(found)
 
     def following_bn(self, weight_name: str) -> nn.Module | None:
@@ -129,12 +131,20 @@ class ScoreContext:
             raise ConfigError(f"{weight_name!r} is not one of the weights being scored.")
         return self._cache["following_bn"][weight_name]
 
-    def _first_order(self, temperature: float | None) -> tuple[ParamStats, ParamStats]:
+    def _first_order(self, temperature: float | None,
+                     squares: bool) -> tuple[ParamStats, ParamStats | None]:
+        """(g, E[g²]) at T from the cache or one pass; E[g²] may be None unless ``squares``."""
         key = ("grad", self._t(temperature))
-        if key not in self._cache:
-            grad, grad_sq = statistics.mean_grad_and_sq(self.model, self._require_batches(), key[1])
-            self._cache[key] = ParamStats(grad), ParamStats(grad_sq)
+        if key not in self._cache or (squares and self._cache[key][1] is None):
+            grad, grad_sq = statistics.mean_grad_and_sq(self.model, self._require_batches(),
+                                                        key[1], squares)
+            self._cache[key] = ParamStats(grad), None if grad_sq is None else ParamStats(grad_sq)
         return self._cache[key]
+
+    def _complete(self, key: tuple) -> tuple[ParamStats, ParamStats] | None:
+        """The cached (g, E[g²]) under ``key`` if it holds both."""
+        cached = self._cache.get(key)
+        return cached if cached is not None and cached[1] is not None else None
 
     def _t(self, temperature: float | None) -> float:
         return self.temperature if temperature is None else _checked_temperature(temperature)

@@ -83,8 +83,9 @@ class Moments:
     by N summed over the ranks. The first batch's products start the sums, so no zero-filled
     buffer is written first."""
 
-    def __init__(self, params: Sequence[Tensor], samples: int | None = None):
-        self.params, self.samples = params, samples
+    def __init__(self, params: Sequence[Tensor], samples: int | None = None,
+                 squares: bool = True):
+        self.params, self.samples, self.squares = params, samples, squares
         self.total: list[Tensor] | None = None
         self.total_sq: list[Tensor] | None = None
         self.count = 0
@@ -94,24 +95,28 @@ class Moments:
         if self.total is None:
             self.total = [torch.zeros_like(p) if g is None else g.detach() * w
                           for g, p in zip(grads, self.params)]
-            self.total_sq = [torch.zeros_like(acc) if g is None else acc * g.detach()
-                             for acc, g in zip(self.total, grads)]
+            if self.squares:
+                self.total_sq = [torch.zeros_like(acc) if g is None else acc * g.detach()
+                                 for acc, g in zip(self.total, grads)]
         else:
-            for acc, acc_sq, grad in zip(self.total, self.total_sq, grads):
+            for index, (acc, grad) in enumerate(zip(self.total, grads)):
                 if grad is not None:
                     grad = grad.detach()
                     acc.add_(grad, alpha=w)
-                    acc_sq.addcmul_(grad, grad, value=w)
+                    if self.squares:
+                        self.total_sq[index].addcmul_(grad, grad, value=w)
         self.count += n
 
-    def means(self, names: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """(g, E[g²]) by parameter name, over this rank's samples and every other rank's."""
+    def means(self, names: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        """(g, E[g²]) by parameter name, over this rank's samples and every other rank's;
+        E[g²] is None when the sums left the squares out."""
         if self.total is None:
             self.total = [torch.zeros_like(p) for p in self.params]
-            self.total_sq = [torch.zeros_like(p) for p in self.params]
-        sums = self.total + self.total_sq
+            self.total_sq = [torch.zeros_like(p) for p in self.params] if self.squares else None
+        sums = self.total + (self.total_sq or [])
         means = sums if self.samples is not None else weighted_mean_(sums, self.count)
-        return dict(zip(names, means[:len(names)])), dict(zip(names, means[len(names):]))
+        return (dict(zip(names, means[:len(names)])),
+                dict(zip(names, means[len(names):])) if self.squares else None)
 
 
 def batch_grads(model: nn.Module, x: Tensor, y: Tensor, temperature: float,
@@ -121,23 +126,26 @@ def batch_grads(model: nn.Module, x: Tensor, y: Tensor, temperature: float,
 
 
 def gradient_moments(batches: Sequence[Batch], params: Sequence[Tensor],
-                     grads_of: Callable[[int, Tensor, Tensor], Sequence[Tensor | None]]) -> Moments:
+                     grads_of: Callable[[int, Tensor, Tensor], Sequence[Tensor | None]],
+                     squares: bool = True) -> Moments:
     """The sample-weighted sums of every batch's gradients (``grads_of(index, x, y)``) and their
     squares: the one pass behind g and E[g²], whether or not it also keeps graphs (``hvp``)."""
-    moments = Moments(params, None if _distributed() else total_samples(batches))
+    moments = Moments(params, None if _distributed() else total_samples(batches), squares)
     for index, (x, y) in enumerate(batches):
         moments.add(grads_of(index, x, y), sample_count((x, y)))
     return moments
 
 
-def mean_grad_and_sq(model: nn.Module, batches: list[Batch],
-                     temperature: float) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """g and E[g²] over all trainable parameters, from one forward and backward per batch."""
+def mean_grad_and_sq(model: nn.Module, batches: list[Batch], temperature: float,
+                     squares: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """g and E[g²] (None unless ``squares``) over all trainable parameters, from one forward
+    and backward per batch."""
     names, params = trainable(model)
     if not names:
-        return {}, {}
+        return {}, ({} if squares else None)
     # folded BatchNorms give the same gradient without their own passes over the data
     with eval_mode(model), torch.enable_grad(), folded_batchnorms(model):
         moments = gradient_moments(batches, params,
-                                   lambda _, x, y: batch_grads(model, x, y, temperature, params))
+                                   lambda _, x, y: batch_grads(model, x, y, temperature, params),
+                                   squares)
     return moments.means(names)

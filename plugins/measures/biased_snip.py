@@ -9,6 +9,7 @@ class BiasedSnip(LossMeasure):
     """
 
     name = "biased_snip"
+    uses_grad_sq = False  # g only: fp.score skips E[g²]
 
     def weight_score(self, ctx, name, weight):
         return weight.detach().square().mul_(ctx.grad()[name]).abs_()  # |θ² g| = θ² |g|

@@ -9,6 +9,7 @@ class Snip(LossMeasure):
     """
 
     name = "snip"
+    uses_grad_sq = False  # g only: fp.score skips E[g²]
 
     def weight_score(self, ctx, name, weight):
         return (weight.detach() * ctx.grad()[name]).abs_()

@@ -76,3 +76,27 @@ def test_bad_settings_are_config_errors(model, batches):
 def test_gradients_without_batches_are_a_data_error(model):
     with pytest.raises(DataError, match="batches"):
         ScoreContext(model, []).grad()
+
+
+def test_a_context_without_squares_computes_them_only_when_asked(model, batches):
+    full = ScoreContext(model, batches)
+    grad, grad_sq = full.grad(), full.grad_sq()
+    lean = ScoreContext(model, batches, grad_sq=False)
+    calls = count_forwards(model)
+    for name, g in lean.grad().items():
+        assert torch.equal(g, grad[name])
+    assert lean._cache[("grad", lean.temperature)][1] is None
+    first = len(calls)
+    for name, s in lean.grad_sq().items():  # asked anyway: one more pass, the same values
+        assert torch.allclose(s, grad_sq[name], rtol=1e-12, atol=0)
+    assert len(calls) == 2 * first
+    lean.grad_sq()
+    assert len(calls) == 2 * first  # cached now
+
+
+def test_score_leaves_squares_out_for_a_measure_that_never_asks(model, batches):
+    for measure, squares in ((Snip(), False), (Taylor(), False), (Fisher(), True)):
+        ctx = ScoreContext(model, batches, grad_sq=measure.uses_grad_sq)
+        assert torch.equal(score(model, measure, batches)["fc.weight"],
+                           score(model, measure, None, ctx=ctx)["fc.weight"])
+        assert (ctx._cache[("grad", ctx.temperature)][1] is not None) == squares
