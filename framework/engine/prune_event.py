@@ -84,20 +84,33 @@ def hvp_record(event: PruneEvent) -> dict:
     return {key: info[key] for key in RECORD_INFO if key in info}
 
 
+def scoring_context(run: Run, batches) -> ScoreContext:
+    """The context a prune event scores ``run.measure`` in: at ``prune.temperature`` (None: the
+    measure's own T), on the run's device, with the run's HVP settings."""
+    prune = run.settings.prune
+    temperature = run.measure.temperature if prune.temperature is None else prune.temperature
+    return ScoreContext(run.model, batches, temperature=temperature, device=run.device,
+                        hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb)
+
+
+def filter_options(run: Run) -> dict:
+    """``fp.pruning.prune_filters``'s options as the run's ``prune.*`` settings give them."""
+    prune = run.settings.prune
+    return {"target_type": prune.target_type, "max_fraction": prune.max_fraction,
+            "protected": tuple(prune.protected), "round_to": prune.round_to}
+
+
 def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor) -> PruneEvent:
     prune = run.settings.prune
     broadcast_buffers(run.model, run.world_size)
     event = PruneEvent(index=index, step=run.step, epoch=run.epoch, target=planned.target,
                        granularity=prune.granularity)
-    temperature = (run.measure.temperature if prune.temperature is None
-                   else prune.temperature)
     batches, drawn = draw_scoring(run, index)
-    event.ctx = ScoreContext(run.model, batches, temperature=temperature, device=run.device,
-                             hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb)
+    event.ctx = scoring_context(run, batches)
     event.ctx.info.update(drawn)
     run.manager.call("before_prune", run=run, event=event)
     scores = score(None, run.measure, None, granularity=event.granularity,
-                   temperature=temperature, ctx=event.ctx)
+                   temperature=event.ctx.temperature, ctx=event.ctx)
     replaced = run.manager.call("score", run=run, event=event, scores=scores)
     event.scores = replaced if replaced is not None else scores
     if event.granularity == FILTER:
@@ -118,10 +131,9 @@ def _prune_filters(run: Run, event: PruneEvent, example_inputs: torch.Tensor) ->
     if prune.target_type == "latency":
         result = prune_latency(run, event, example_inputs, carry)
     else:
-        result = pruning.prune_filters(
-            run.model, event.scores, event.target, example_inputs=example_inputs,
-            dense=run.dense, target_type=prune.target_type, max_fraction=prune.max_fraction,
-            protected=tuple(prune.protected), carry=carry, round_to=prune.round_to)
+        result = pruning.prune_filters(run.model, event.scores, event.target,
+                                       example_inputs=example_inputs, dense=run.dense,
+                                       carry=carry, **filter_options(run))
     event.removed = result.removed
     event.widths_before, event.widths_after = result.widths_before, result.widths_after
     new_params = dict(run.model.named_parameters())

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from fp import pruning
-from fp.engine.prune_event import draw_scoring
+from fp.engine.prune_event import draw_scoring, filter_options, scoring_context
 from fp.engine.setup import Setup
 from fp.nn import FILTER
-from fp.scoring import ScoreContext, score
+from fp.scoring import score
 from fp.scoring.probe import MEMORY_SHARE, clock, free_memory
 from fp.tools.bench.gpu_monitor import MB, error_text
 
@@ -140,24 +140,21 @@ def prune_events(setup: Setup, measures=PAPER_MEASURES) -> dict[str, Any]:
 
 
 def one_event(setup: Setup, name: str, target: float, batches: int | None = None) -> dict:
-    run, prune = setup.run, setup.settings.prune
+    run = setup.run
     device = run.device
     run.measure = measure = run.manager.registries["measures"].build(name)
-    temperature = measure.temperature if prune.temperature is None else prune.temperature
     start = clock(device)
     drawn, how = draw_scoring(run, 1)
     drawn = drawn[:batches] if batches else drawn
     drawn_at = clock(device)
     free = free_memory(device)
-    ctx = ScoreContext(run.model, drawn, temperature=temperature, device=device,
-                       hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb)
-    scores = score(None, measure, None, granularity=FILTER, temperature=temperature, ctx=ctx)
+    ctx = scoring_context(run, drawn)
+    scores = score(None, measure, None, granularity=FILTER, temperature=ctx.temperature, ctx=ctx)
     scored_at = clock(device)
     model = copy.deepcopy(run.model)
     cut_at = clock(device)
     pruning.prune_filters(model, scores, target, example_inputs=setup.example_inputs,
-                          dense=run.dense, target_type=prune.target_type,
-                          max_fraction=prune.max_fraction, protected=tuple(prune.protected))
+                          dense=run.dense, **filter_options(run))
     end = clock(device)
     return {"draw_s": round(drawn_at - start, 4), "score_s": round(scored_at - drawn_at, 4),
             "surgery_s": round(end - cut_at, 4),
