@@ -1,4 +1,5 @@
-"""Shared fixtures: a clean gin config and no third-party autoloading unless a test asks."""
+"""Shared fixtures: a clean gin config, no third-party autoloading unless a test asks, and
+scoring in the images' own layout (no timed choice, so no test depends on this machine's speed)."""
 from __future__ import annotations
 
 import gin
@@ -12,6 +13,17 @@ def _clean_gin_and_seed():
     torch.manual_seed(0)
     yield
     gin.clear_config()
+
+
+@pytest.fixture(autouse=True)
+def _untimed_scoring_layout(monkeypatch):
+    """"auto" scoring layout decides as if channels-last were slower: contiguous, and with no
+    extra passes. Tests of the choice itself patch ``time_layouts`` again."""
+    from fp.scoring import layout
+
+    monkeypatch.setattr(layout, "CHOSEN", {})
+    monkeypatch.setattr(layout, "time_layouts",
+                        lambda *_: {"contiguous": 1.0, "channels_last": 1.0})
 
 
 @pytest.fixture

@@ -67,13 +67,17 @@ class Prune:
     preserve_momentum: bool = False       # keep SGD momentum of surviving channels after surgery
     hvp_method: str = "auto"              # Hg by "double_backward" | "forward_over_reverse" | "auto"
     hvp_memory_gb: Annotated[float | None, Range(ge=0)] = None  # kept graphs; None: half the free memory
+    scoring_layout: str = "auto"          # images "contiguous" | "channels_last" | "auto" (timed)
     balanced: bool | None = None          # class-balanced scoring samples; None: the measure's default
 
     def validate(self) -> None:
         from fp.scoring.context import HVP_CHOICES  # the methods fp.scoring.hvp provides
+        from fp.scoring.layout import LAYOUTS
 
         _check(self.hvp_method in HVP_CHOICES,
                f"prune.hvp_method = {self.hvp_method!r} must be one of {', '.join(HVP_CHOICES)}.")
+        _check(self.scoring_layout in LAYOUTS,
+               f"prune.scoring_layout = {self.scoring_layout!r} must be one of {', '.join(LAYOUTS)}.")
         _check(self.target_type != "latency" or self.granularity == FILTER,
                "prune.target_type = 'latency' needs prune.granularity = 'filter' (masked weights "
                "do not make the model faster).")

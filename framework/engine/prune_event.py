@@ -72,8 +72,9 @@ def _balanced(run: Run, seed: int) -> tuple[list, dict]:
 
 #: what ScoreContext.info says about a prune event's scoring samples and Hessian-gradient
 #: products, for its record
-RECORD_INFO = ("scoring_balanced", "scoring_samples", "scoring_class_counts", "hvp_method",
-               "hvp_kept", "hvp_probe", "hvp_seconds", "hvp_fallback_reason")
+RECORD_INFO = ("scoring_balanced", "scoring_samples", "scoring_class_counts", "scoring_layout",
+               "scoring_layout_s", "hvp_method", "hvp_kept", "hvp_probe", "hvp_seconds",
+               "hvp_fallback_reason")
 
 
 def hvp_record(event: PruneEvent) -> dict:
@@ -86,11 +87,12 @@ def hvp_record(event: PruneEvent) -> dict:
 
 def scoring_context(run: Run, batches) -> ScoreContext:
     """The context a prune event scores ``run.measure`` in: at ``prune.temperature`` (None: the
-    measure's own T), on the run's device, with the run's HVP settings."""
+    measure's own T), on the run's device, with the run's HVP and layout settings."""
     prune = run.settings.prune
     temperature = run.measure.temperature if prune.temperature is None else prune.temperature
     return ScoreContext(run.model, batches, temperature=temperature, device=run.device,
-                        hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb)
+                        hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
+                        layout=prune.scoring_layout)
 
 
 def filter_options(run: Run) -> dict:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from fp.errors import ConfigError, DataError
 from fp.measure import Measure
 from fp.nn import filter_sums, prunable_weights, tempered_loss
-from fp.scoring import filter_hvp, hvp, statistics, topology
+from fp.scoring import filter_hvp, hvp, layout as layouts, statistics, topology
 
 #: T when neither the context nor the measure names one: the paper protocol's training temperature
 DEFAULT_TEMPERATURE = Measure.temperature
@@ -36,14 +36,18 @@ class ScoreContext:
     (both timed on one batch, once per process and model class; the cheaper is used and named in
     ``info["hvp_method"]``). ``hvp_memory_gb`` caps the first-order graphs double backward keeps
     (None: half the device's free memory); see ``fp.scoring.hvp``. ``grad_sq=False`` leaves
-    E[g²] out of the gradient pass (asked for later, it takes a pass of its own).
+    E[g²] out of the gradient pass (asked for later, it takes a pass of its own). ``layout``
+    is the images' memory layout for the passes: "contiguous" (as given), "channels_last" or
+    "auto" (decided before the first statistic by timing both, see ``fp.scoring.layout``; named
+    in ``info["scoring_layout"]``).
     """
 
     def __init__(self, model: nn.Module, batches: Iterable | None, *,
                  temperature: float | None = None, device: torch.device | str | None = None,
                  weights: dict[str, nn.Parameter] | None = None,
                  input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto",
-                 hvp_memory_gb: float | None = None, grad_sq: bool = True):
+                 hvp_memory_gb: float | None = None, grad_sq: bool = True,
+                 layout: str = "auto"):
         if hvp_method not in HVP_CHOICES:
             raise ConfigError(f"hvp_method {hvp_method!r} is not one of {', '.join(HVP_CHOICES)}.")
         if hvp_memory_gb is not None and not hvp_memory_gb >= 0:
@@ -58,6 +62,7 @@ class ScoreContext:
         self.input_shape = (tuple(input_shape) if input_shape is not None
                             else tuple(first_input.shape[1:]) if first_input is not None else None)
         self.hvp_method, self.squares = hvp_method, grad_sq
+        self.layout = layouts.checked_layout(layout)
         self.hvp_memory = None if hvp_memory_gb is None else hvp_memory_gb * 2 ** 30
         self.info: dict = {}          # shared with views: hvp_method, hvp_seconds, ...
         self._cache: dict = {}        # shared with views: statistics keyed by (kind, T)
@@ -150,8 +155,15 @@ class ScoreContext:
         return self.temperature if temperature is None else _checked_temperature(temperature)
 
     def _require_batches(self) -> list[tuple[Tensor, Tensor]]:
+        """The batches, in the layout decided before the first statistic (the list is shared
+        with every view, so all of them see it)."""
         if not self.batches:
             raise DataError("gradient statistics need scoring batches, and none were given.")
+        if "layout" not in self._cache:
+            chosen = layouts.choose_layout(self.model, self.batches, self.temperature,
+                                           self.layout, self.info)
+            self.batches[:] = layouts.in_layout(self.batches, chosen)
+            self._cache["layout"] = chosen
         return self.batches
 
 

@@ -38,7 +38,7 @@ class Probe:
 
 #: share of the device's free memory that kept first-order graphs may use by default
 MEMORY_SHARE = 0.5
-#: probes made in this process, by (model class, device type, dtype, batch shape)
+#: probes made in this process, by (model class, device type, dtype, batch shape, layout)
 PROBES: dict[tuple, Probe] = {}
 #: (method, device type) pairs that have run here: a first call pays one-off setup (torch.func
 #: builds its transforms, cuDNN picks kernels) that must not decide a probe
@@ -46,7 +46,8 @@ WARM: set[tuple[str, str]] = set()
 
 
 def probe_key(model: nn.Module, x: Tensor) -> tuple:
-    return type(model).__qualname__, x.device.type, x.dtype, tuple(x.shape)
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return type(model).__qualname__, x.device.type, x.dtype, tuple(x.shape), channels_last
 
 
 def clock(device: torch.device) -> float:
