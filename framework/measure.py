@@ -21,14 +21,16 @@ class Measure:
     (exactly ``prune.samples // classes`` images of each class; ``prune.balanced`` overrides):
     the seed draws them so for its Hessian-gradient measures (grasp, grad_norm) and takes the
     training loader's first batches for every other measure.
-    ``uses_grad_sq = False`` says the measure never asks for ``ctx.grad_sq``: ``fp.score`` then
-    skips E[g²] in the gradient pass of the context it builds (asked anyway, it costs a pass).
+    ``uses_grad_sq = False`` says the measure never asks for ``ctx.grad_sq`` and ``uses_grad =
+    False`` that it never asks for ``ctx.grad``: ``fp.score`` then leaves that statistic out of
+    the gradient pass of the context it builds (asked anyway, it costs a pass).
     """
 
     name: ClassVar[str] = ""
     temperature: ClassVar[float] = 5.0
     needs_data: ClassVar[bool] = True
     balanced: ClassVar[bool] = False
+    uses_grad: ClassVar[bool] = True
     uses_grad_sq: ClassVar[bool] = True
 
     def __call__(self, ctx: "ScoreContext") -> dict[str, torch.Tensor]:

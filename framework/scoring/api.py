@@ -26,8 +26,8 @@ def score(model: nn.Module | None, measure: str | Measure, batches: Iterable | N
     """
     check_granularity(granularity)
     measure = resolve_measure(measure, manager)
-    if ctx is None:  # E[g²] in its gradient pass only if the measure may ask for it
-        ctx = ScoreContext(model, batches, grad_sq=measure.uses_grad_sq)
+    if ctx is None:  # g and E[g²] in its gradient pass only if the measure may ask for them
+        ctx = ScoreContext(model, batches, grad=measure.uses_grad, grad_sq=measure.uses_grad_sq)
     elif model is not None and model is not ctx.model:
         raise ConfigError("the ScoreContext passed to score() was built for another model.")
     view = ctx.for_temperature(measure.temperature if temperature is None else temperature)

@@ -36,18 +36,18 @@ class ScoreContext:
     (both timed on one batch, once per process and model class; the cheaper is used and named in
     ``info["hvp_method"]``). ``hvp_memory_gb`` caps the first-order graphs double backward keeps
     (None: half the device's free memory); see ``fp.scoring.hvp``. ``grad_sq=False`` leaves
-    E[g²] out of the gradient pass (asked for later, it takes a pass of its own). ``layout``
-    is the images' memory layout for the passes: "contiguous" (as given), "channels_last" or
-    "auto" (decided before the first statistic by timing both, see ``fp.scoring.layout``; named
-    in ``info["scoring_layout"]``).
+    E[g²] out of the gradient pass and ``grad=False`` leaves g out (either, asked for later,
+    takes a pass of its own). ``layout`` is the images' memory layout for the passes:
+    "contiguous" (as given), "channels_last" or "auto" (decided before the first statistic by
+    timing both, see ``fp.scoring.layout``; named in ``info["scoring_layout"]``).
     """
 
     def __init__(self, model: nn.Module, batches: Iterable | None, *,
                  temperature: float | None = None, device: torch.device | str | None = None,
                  weights: dict[str, nn.Parameter] | None = None,
                  input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto",
-                 hvp_memory_gb: float | None = None, grad_sq: bool = True,
-                 layout: str = "auto"):
+                 hvp_memory_gb: float | None = None, grad: bool = True,
+                 grad_sq: bool = True, layout: str = "auto"):
         if hvp_method not in HVP_CHOICES:
             raise ConfigError(f"hvp_method {hvp_method!r} is not one of {', '.join(HVP_CHOICES)}.")
         if hvp_memory_gb is not None and not hvp_memory_gb >= 0:
@@ -61,7 +61,7 @@ class ScoreContext:
         first_input = self.batches[0][0] if self.batches else None
         self.input_shape = (tuple(input_shape) if input_shape is not None
                             else tuple(first_input.shape[1:]) if first_input is not None else None)
-        self.hvp_method, self.squares = hvp_method, grad_sq
+        self.hvp_method, self.plain, self.squares = hvp_method, grad, grad_sq
         self.layout = layouts.checked_layout(layout)
         self.hvp_memory = None if hvp_memory_gb is None else hvp_memory_gb * 2 ** 30
         self.info: dict = {}          # shared with views: hvp_method, hvp_seconds, ...
@@ -81,12 +81,12 @@ class ScoreContext:
         """g = Σ_b n_b ∇L_b / Σ_b n_b: the mean over scoring samples (a batch counts by its
         size n_b, and under torch.distributed every rank's samples count), for every trainable
         parameter."""
-        return self._first_order(temperature, self.squares)[0]
+        return self._first_order(temperature, plain=True)[0]
 
     def grad_sq(self, temperature: float | None = None) -> dict[str, Tensor]:
         """E[g²] = Σ_b n_b (∇L_b)² / Σ_b n_b: the squared per-batch gradient, weighted by
         batch size as ``grad`` is."""
-        return self._first_order(temperature, True)[1]
+        return self._first_order(temperature, squares=True)[1]
 
     def hess_grad(self, temperature: float | None = None) -> dict[str, Tensor]:
         """Hg = Σ_b n_b ∇(ḡᵀ∇L_b) / Σ_b n_b, ḡ = g detached: ∇(ḡᵀg), weighted as ``grad``."""
@@ -136,20 +136,27 @@ class ScoreContext:
             raise ConfigError(f"{weight_name!r} is not one of the weights being scored.")
         return self._cache["following_bn"][weight_name]
 
-    def _first_order(self, temperature: float | None,
-                     squares: bool) -> tuple[ParamStats, ParamStats | None]:
-        """(g, E[g²]) at T from the cache or one pass; E[g²] may be None unless ``squares``."""
+    def _first_order(self, temperature: float | None, plain: bool = False,
+                     squares: bool = False) -> tuple[ParamStats | None, ParamStats | None]:
+        """(g, E[g²]) at T, from the cache or one pass for what is missing of those asked for
+        (``plain``: g, ``squares``: E[g²]); a pass also finds what the context was built to
+        keep. What was never asked for may be None."""
         key = ("grad", self._t(temperature))
-        if key not in self._cache or (squares and self._cache[key][1] is None):
-            grad, grad_sq = statistics.mean_grad_and_sq(self.model, self._require_batches(),
-                                                        key[1], squares)
-            self._cache[key] = ParamStats(grad), None if grad_sq is None else ParamStats(grad_sq)
-        return self._cache[key]
+        grad, grad_sq = self._cache.get(key, (None, None))
+        if (plain and grad is None) or (squares and grad_sq is None):
+            found = statistics.mean_grad_and_sq(
+                self.model, self._require_batches(), key[1],
+                squares=grad_sq is None and (squares or self.squares),
+                plain=grad is None and (plain or self.plain))
+            grad = grad if found[0] is None else ParamStats(found[0])
+            grad_sq = grad_sq if found[1] is None else ParamStats(found[1])
+            self._cache[key] = grad, grad_sq
+        return grad, grad_sq
 
     def _complete(self, key: tuple) -> tuple[ParamStats, ParamStats] | None:
         """The cached (g, E[g²]) under ``key`` if it holds both."""
         cached = self._cache.get(key)
-        return cached if cached is not None and cached[1] is not None else None
+        return cached if cached is not None and None not in cached else None
 
     def _t(self, temperature: float | None) -> float:
         return self.temperature if temperature is None else _checked_temperature(temperature)

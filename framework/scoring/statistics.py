@@ -13,6 +13,7 @@ each rank's share counts by its samples and every rank ends with the same statis
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable, Sequence
 
 import torch
@@ -77,46 +78,70 @@ def weighted_mean_(sums: Sequence[Tensor], count: float) -> Sequence[Tensor]:
 
 
 class Moments:
-    """Running sums of w_b ∇L_b and w_b (∇L_b)² over the batches ``add``ed, and N = Σ_b n_b.
-    With ``samples`` (N over every batch to come, known up front outside torch.distributed),
-    w_b = n_b / N and the sums are the means already; otherwise w_b = n_b and ``means`` divides
-    by N summed over the ranks. The first batch's products start the sums, so no zero-filled
-    buffer is written first."""
+    """Running sums of w_b ∇L_b and w_b (∇L_b)² over the batches ``add``ed (either may be left
+    out: ``plain``, ``squares``), and N = Σ_b n_b. With ``samples`` (N over every batch to come,
+    known up front outside torch.distributed), w_b = n_b / N and the sums are the means
+    already; otherwise w_b = n_b and ``means`` divides by N summed over the ranks. The first
+    batch's products start the sums, so no zero-filled buffer is written first; a first
+    gradient the pass owns (``owned``) becomes its sum, or its square, in place."""
 
     def __init__(self, params: Sequence[Tensor], samples: int | None = None,
-                 squares: bool = True):
-        self.params, self.samples, self.squares = params, samples, squares
+                 squares: bool = True, plain: bool = True):
+        self.params, self.samples, self.squares, self.plain = params, samples, squares, plain
         self.total: list[Tensor] | None = None
         self.total_sq: list[Tensor] | None = None
-        self.count = 0
+        self.count, self.started = 0, False
 
     def add(self, grads: Sequence[Tensor | None], n: int) -> None:
         w = n if self.samples is None else n / self.samples
-        if self.total is None:
-            self.total = [torch.zeros_like(p) if g is None else g.detach() * w
-                          for g, p in zip(grads, self.params)]
-            if self.squares:
-                self.total_sq = [torch.zeros_like(acc) if g is None else acc * g.detach()
-                                 for acc, g in zip(self.total, grads)]
+        if not self.started:
+            self._start(grads, w)
         else:
-            for index, (acc, grad) in enumerate(zip(self.total, grads)):
+            for index, grad in enumerate(grads):
                 if grad is not None:
                     grad = grad.detach()
-                    acc.add_(grad, alpha=w)
+                    if self.plain:
+                        self.total[index].add_(grad, alpha=w)
                     if self.squares:
                         self.total_sq[index].addcmul_(grad, grad, value=w)
         self.count += n
 
-    def means(self, names: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-        """(g, E[g²]) by parameter name, over this rank's samples and every other rank's;
-        E[g²] is None when the sums left the squares out."""
-        if self.total is None:
-            self.total = [torch.zeros_like(p) for p in self.params]
-            self.total_sq = [torch.zeros_like(p) for p in self.params] if self.squares else None
-        sums = self.total + (self.total_sq or [])
+    def _start(self, grads: Sequence[Tensor | None], w: float) -> None:
+        self.started = True
+        mine = owned(grads, self.params)
+        zero = [torch.zeros_like(p) if g is None else None for g, p in zip(grads, self.params)]
+        if self.squares:  # w·g², before g itself may be scaled in place; in place if g is not kept
+            self.total_sq = [z if g is None else torch.addcmul(
+                g.new_zeros(()), g.detach(), g.detach(), value=w,
+                out=g if own and not self.plain else None)
+                for g, own, z in zip(grads, mine, zero)]
+        if self.plain:
+            self.total = [z if g is None else (g.mul_(w) if w != 1 else g) if own
+                          else g.detach() * w for g, own, z in zip(grads, mine, zero)]
+
+    def means(self, names: Sequence[str]) -> tuple[dict[str, Tensor] | None,
+                                                   dict[str, Tensor] | None]:
+        """(g, E[g²]) by parameter name, over this rank's samples and every other rank's; each
+        is None when the sums left it out."""
+        if not self.started:
+            self._start([None] * len(self.params), 1.0)
+        sums = (self.total if self.plain else []) + (self.total_sq if self.squares else [])
         means = sums if self.samples is not None else weighted_mean_(sums, self.count)
-        return (dict(zip(names, means[:len(names)])),
-                dict(zip(names, means[len(names):])) if self.squares else None)
+        plain = len(names) if self.plain else 0
+        return (dict(zip(names, means[:plain])) if self.plain else None,
+                dict(zip(names, means[plain:])) if self.squares else None)
+
+
+def owned(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> list[bool]:
+    """Which of one batch's gradients the pass may keep and overwrite: a tensor outside any
+    graph, not a view, laid out densely, sharing memory with no other gradient and no parameter
+    (autograd may hand one tensor to two parameters, or an expanded view)."""
+    ptrs = [None if g is None else g.untyped_storage().data_ptr() for g in grads]
+    taken = Counter(ptrs) + Counter(p.untyped_storage().data_ptr() for p in params)
+    return [g is not None and taken[ptr] == 1 and g._base is None and not g.requires_grad
+            and (g.is_contiguous() or (g.dim() == 4
+                                       and g.is_contiguous(memory_format=torch.channels_last)))
+            for g, ptr in zip(grads, ptrs)]
 
 
 def batch_grads(model: nn.Module, x: Tensor, y: Tensor, temperature: float,
@@ -127,25 +152,26 @@ def batch_grads(model: nn.Module, x: Tensor, y: Tensor, temperature: float,
 
 def gradient_moments(batches: Sequence[Batch], params: Sequence[Tensor],
                      grads_of: Callable[[int, Tensor, Tensor], Sequence[Tensor | None]],
-                     squares: bool = True) -> Moments:
+                     squares: bool = True, plain: bool = True) -> Moments:
     """The sample-weighted sums of every batch's gradients (``grads_of(index, x, y)``) and their
     squares: the one pass behind g and E[g²], whether or not it also keeps graphs (``hvp``)."""
-    moments = Moments(params, None if _distributed() else total_samples(batches), squares)
+    moments = Moments(params, None if _distributed() else total_samples(batches), squares, plain)
     for index, (x, y) in enumerate(batches):
         moments.add(grads_of(index, x, y), sample_count((x, y)))
     return moments
 
 
 def mean_grad_and_sq(model: nn.Module, batches: list[Batch], temperature: float,
-                     squares: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-    """g and E[g²] (None unless ``squares``) over all trainable parameters, from one forward
-    and backward per batch."""
+                     squares: bool = True, plain: bool = True
+                     ) -> tuple[dict[str, Tensor] | None, dict[str, Tensor] | None]:
+    """g (None unless ``plain``) and E[g²] (None unless ``squares``) over all trainable
+    parameters, from one forward and backward per batch."""
     names, params = trainable(model)
     if not names:
-        return {}, ({} if squares else None)
+        return ({} if plain else None), ({} if squares else None)
     # folded BatchNorms give the same gradient without their own passes over the data
     with eval_mode(model), torch.enable_grad(), folded_batchnorms(model):
         moments = gradient_moments(batches, params,
                                    lambda _, x, y: batch_grads(model, x, y, temperature, params),
-                                   squares)
+                                   squares, plain)
     return moments.means(names)

@@ -9,6 +9,7 @@ class Fisher(LossMeasure):
     """
 
     name = "fisher"
+    uses_grad = False  # E[g²] only: fp.score leaves g out
 
     def weight_score(self, ctx, name, weight):
         return weight.detach().square().mul_(ctx.grad_sq()[name])

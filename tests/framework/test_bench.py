@@ -20,7 +20,7 @@ from fp.errors import FpError
 TINY = Sizes(loop_repeats=1, score_architecture="small_cnn", score_batches=1, batch_size=8,
              train_architecture="small_cnn", train_batches=2, augment_images=32, loader_workers=2,
              repeats=1, image_shape=(3, 8, 8), folder_real=False, outside_batches=1,
-             outside_batch_size=4)
+             outside_batch_size=4, outside_repeats=1)
 OUTSIDE = ["snip", "taylor", "biased_snip", "fisher", "bn_taylor", "grasp", "grad_norm"]
 OUTSIDE_MODELS = ["torchvision_resnet18", "small_cnn"]
 KEYS = {"name", "ratio", "target", "ok", "ratio_is", "measured_s", "baseline_s", "baseline",

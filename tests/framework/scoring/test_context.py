@@ -94,9 +94,25 @@ def test_a_context_without_squares_computes_them_only_when_asked(model, batches)
     assert len(calls) == 2 * first  # cached now
 
 
-def test_score_leaves_squares_out_for_a_measure_that_never_asks(model, batches):
-    for measure, squares in ((Snip(), False), (Taylor(), False), (Fisher(), True)):
-        ctx = ScoreContext(model, batches, grad_sq=measure.uses_grad_sq)
+def test_score_leaves_out_what_a_measure_never_asks_for(model, batches):
+    for measure, plain, squares in ((Snip(), True, False), (Taylor(), True, False),
+                                    (Fisher(), False, True)):
+        ctx = ScoreContext(model, batches, grad=measure.uses_grad, grad_sq=measure.uses_grad_sq)
         assert torch.equal(score(model, measure, batches)["fc.weight"],
                            score(model, measure, None, ctx=ctx)["fc.weight"])
-        assert (ctx._cache[("grad", ctx.temperature)][1] is not None) == squares
+        grad, grad_sq = ctx._cache[("grad", ctx.temperature)]
+        assert (grad is not None, grad_sq is not None) == (plain, squares)
+
+
+def test_a_context_without_g_squares_in_place_and_computes_g_only_when_asked(model, batches):
+    full = ScoreContext(model, batches)
+    grad, grad_sq = full.grad(), full.grad_sq()
+    lean = ScoreContext(model, batches, grad=False)
+    calls = count_forwards(model)
+    for name, s in lean.grad_sq().items():
+        assert torch.allclose(s, grad_sq[name], rtol=1e-12, atol=0)
+    first = len(calls)
+    assert lean._cache[("grad", lean.temperature)][0] is None
+    for name, g in lean.grad().items():  # asked anyway: one more pass, the same values
+        assert torch.allclose(g, grad[name], rtol=1e-12, atol=0)
+    assert len(calls) == 2 * first and lean._complete(("grad", lean.temperature)) is not None

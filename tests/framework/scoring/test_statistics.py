@@ -108,3 +108,36 @@ def test_weighted_mean_in_one_process_divides_by_the_sample_count():
     assert weighted_mean_(tensors, 3) is tensors
     assert torch.equal(tensors[0], torch.full((3,), 2.0))
     assert torch.equal(tensors[1], torch.full((2, 2), 3.0))
+
+
+def test_a_pass_overwrites_only_gradients_that_are_its_own():
+    from fp.scoring.statistics import owned
+
+    p, q = torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(3))
+    shared = torch.autograd.grad((p + q).sum(), [p, q])  # one tensor for both, and expanded
+    assert owned(shared, [p, q]) == [False, False]
+    fresh = torch.autograd.grad((2 * p + q).pow(2).sum(), [p, q])
+    assert owned(fresh, [p, q]) == [True, True]
+    assert owned([p.detach(), None], [p, q]) == [False, False]  # a parameter's own memory
+    graph = torch.autograd.grad((p * q).pow(2).sum(), [p], create_graph=True)
+    assert owned(graph, [p]) == [False]
+
+
+def test_means_are_the_same_when_the_first_gradients_are_taken_over(model, batches):
+    from fp.scoring.statistics import Moments
+
+    batches = [*batches, (batches[0][0][:1], batches[0][1][:1])]  # a short last batch
+    params = [p for p in model.parameters()]
+    per_batch = [list(g.values()) for g in per_batch_grads(model, batches, 5.0)]
+    copies = [[g.clone() for g in grads] for grads in per_batch]
+    moments = Moments(params, samples=sum(len(y) for _, y in batches))
+    for grads, (_, y) in zip(per_batch, batches):
+        moments.add(grads, len(y))
+    assert moments.total[0] is per_batch[0][0]  # taken over, not copied
+    names = [n for n, _ in model.named_parameters()]
+    grad, grad_sq = moments.means(names)
+    weights = [len(y) / sum(len(t) for _, t in batches) for _, y in batches]
+    for i, name in enumerate(names):
+        torch.testing.assert_close(grad[name], sum(w * c[i] for w, c in zip(weights, copies)))
+        torch.testing.assert_close(grad_sq[name],
+                                   sum(w * c[i] ** 2 for w, c in zip(weights, copies)))
