@@ -78,19 +78,21 @@ def test_gradients_without_batches_are_a_data_error(model):
         ScoreContext(model, []).grad()
 
 
-def test_a_context_without_squares_computes_them_only_when_asked(model, batches):
+@pytest.mark.parametrize("kept, left_out", [("grad_sq", "grad"), ("grad", "grad_sq")])
+def test_a_context_computes_a_statistic_it_left_out_only_when_asked(model, batches, kept,
+                                                                    left_out):
     full = ScoreContext(model, batches)
-    grad, grad_sq = full.grad(), full.grad_sq()
-    lean = ScoreContext(model, batches, grad_sq=False)
+    expected = {"grad": full.grad(), "grad_sq": full.grad_sq()}
+    lean = ScoreContext(model, batches, **{left_out: False})
     calls = count_forwards(model)
-    for name, g in lean.grad().items():
-        assert torch.equal(g, grad[name])
-    assert lean._cache[("grad", lean.temperature)][1] is None
+    for name, value in getattr(lean, kept)().items():
+        assert torch.allclose(value, expected[kept][name], rtol=1e-12, atol=0)
+    assert lean._complete(("grad", lean.temperature)) is None
     first = len(calls)
-    for name, s in lean.grad_sq().items():  # asked anyway: one more pass, the same values
-        assert torch.allclose(s, grad_sq[name], rtol=1e-12, atol=0)
+    for name, value in getattr(lean, left_out)().items():  # asked anyway: one more pass
+        assert torch.allclose(value, expected[left_out][name], rtol=1e-12, atol=0)
     assert len(calls) == 2 * first
-    lean.grad_sq()
+    getattr(lean, left_out)()
     assert len(calls) == 2 * first  # cached now
 
 
@@ -102,17 +104,3 @@ def test_score_leaves_out_what_a_measure_never_asks_for(model, batches):
                            score(model, measure, None, ctx=ctx)["fc.weight"])
         grad, grad_sq = ctx._cache[("grad", ctx.temperature)]
         assert (grad is not None, grad_sq is not None) == (plain, squares)
-
-
-def test_a_context_without_g_squares_in_place_and_computes_g_only_when_asked(model, batches):
-    full = ScoreContext(model, batches)
-    grad, grad_sq = full.grad(), full.grad_sq()
-    lean = ScoreContext(model, batches, grad=False)
-    calls = count_forwards(model)
-    for name, s in lean.grad_sq().items():
-        assert torch.allclose(s, grad_sq[name], rtol=1e-12, atol=0)
-    first = len(calls)
-    assert lean._cache[("grad", lean.temperature)][0] is None
-    for name, g in lean.grad().items():  # asked anyway: one more pass, the same values
-        assert torch.allclose(g, grad[name], rtol=1e-12, atol=0)
-    assert len(calls) == 2 * first and lean._complete(("grad", lean.temperature)) is not None
