@@ -53,6 +53,12 @@ def in_layout(batches: Sequence[Batch], layout: str) -> list[Batch]:
             for x, y in batches]
 
 
+def layout_key(model: nn.Module, x: Tensor) -> tuple:
+    """What a choice in CHOSEN is remembered by: ``model``'s structure, and device, dtype and
+    shape of the images ``x``."""
+    return structure_fingerprint(model), x.device.type, x.dtype, tuple(x.shape)
+
+
 def choose_layout(model: nn.Module, batches: Sequence[Batch], temperature: float,
                   requested: str, info: dict) -> str:
     """The layout to score ``batches`` in: ``requested`` unless "auto"; for "auto", what this
@@ -62,7 +68,7 @@ def choose_layout(model: nn.Module, batches: Sequence[Batch], temperature: float
     if requested != "auto" or not applies(model, x):
         chosen = requested if requested != "auto" else "contiguous"
     else:
-        key = (structure_fingerprint(model), x.device.type, x.dtype, tuple(x.shape))
+        key = layout_key(model, x)
         if key not in CHOSEN:
             timings = time_layouts(model, batches[0], temperature)
             info["scoring_layout_s"] = {name: round(s, 6) for name, s in timings.items()}

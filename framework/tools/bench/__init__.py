@@ -1,7 +1,7 @@
 """``fp bench``: how fast the framework's hot paths are. Every ratio is measured in one process
-against a bound or a plain-PyTorch baseline timed in the same run (warmed up, repetitions
-interleaved, each side's fastest repetition), so load from other processes is filtered out
-rather than averaged in.
+against a bound or a plain-PyTorch baseline timed in the same run (warmed up, then in pairs
+run back to back in alternating order, the median over pairs), so the host's load, which slows
+both halves of a pair alike, cancels rather than decides.
 
 Rows: ``train_loop``, ``augment``, ``folder_train``, ``score/<measure>`` for every registered
 measure, ``outside/<measure>/<model>`` (the public ``fp.score`` against a user's own gradient
@@ -143,7 +143,8 @@ def bench_batches(manager: Manager, sizes: Sizes, device: torch.device,
 def format_rows(rows: list[dict[str, Any]]) -> Table:
     """The rows as a rich table: a missed target in red, a skipped row dimmed."""
     table = Table("benchmark", "ratio", "target", "ok", "measured s", "baseline s", "notes",
-                  title="fp bench (ratios measured side by side in one process; fastest of each side)")
+                  title="fp bench (ratios measured side by side in one process: median over pairs; "
+                        "times: fastest of each side)")
     for row in rows:
         if row.get("skipped"):
             table.add_row(row["name"], "-", row["target"], "[dim]skipped[/dim]", "-", "-",

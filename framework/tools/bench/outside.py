@@ -18,7 +18,7 @@ from torch import nn
 
 from fp.measure import Measure
 from fp.nn import eval_mode
-from fp.scoring import resolve_measure, score  # score is fp.score
+from fp.scoring import layout, resolve_measure, score  # score is fp.score
 from fp.tools.bench.timing import make_row, measure_ratio
 
 FIRST_ORDER = ("snip", "taylor", "biased_snip", "fisher", "bn_taylor")
@@ -71,6 +71,8 @@ def outside_row(name: str, model: nn.Module, label: str, batches: Batches, *, re
              f"{len(y)}, input {tuple(x.shape[1:])}; ")
     notes += (f"both at T={loop_t:g}" if loop_t is not None else
               f"fp.score at T={measure.temperature:g} (the default), the loop on raw logits")
+    if measure.needs_data:  # the images' layout fp.score chose here (the loop's are contiguous)
+        notes += f"; fp.score {layout.CHOSEN.get(layout.layout_key(model, x), 'contiguous')}"
     return make_row(f"outside/{name}/{label}", timing, TARGETS[name], baseline=BASELINE,
                     notes=notes)
 

@@ -1,7 +1,8 @@
 """Side-by-side timing: a measured task and its baseline in one process, both warmed up, then
-run in alternating order; each side is summarised by its fastest repetition."""
+run in pairs in alternating order; the ratio is the median over pairs."""
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -30,12 +31,13 @@ class Timing:
     baseline: list[float] = field(default_factory=list)
 
     def ratio(self, speedup: bool = False) -> float:
-        """Fastest measured over fastest baseline time (the inverse for a speed-up). Other
-        processes and the host only ever add time, so each side's best repetition is the
-        closest to its own cost (timeit's reasoning); a median of pairs swings with bursts of
-        load that hit one side of a pair and not the other."""
-        measured, baseline = min(self.measured), min(self.baseline)
-        return baseline / measured if speedup else measured / baseline
+        """The median over pairs of measured/baseline time (the inverse for a speed-up). The two
+        runs of a pair are back to back, so a slow phase of the host (seconds of contention,
+        which on a shared machine slows both) cancels within the pair, and the median ignores
+        pairs that a short burst hit on one side only. (Each side's fastest repetition, which
+        ``make_row`` also reports, lets one lucky quiet moment decide the ratio.)"""
+        pairs = [b / m if speedup else m / b for m, b in zip(self.measured, self.baseline)]
+        return statistics.median(pairs)
 
 
 def synchronize(device: torch.device) -> None:
@@ -66,8 +68,8 @@ def measure_ratio(measured: Task | Callable[[], Any], baseline: Task | Callable[
     """Warm both up (one-off costs: allocator, kernel selection, lazy imports), then time
     ``repeats`` pairs, alternating which of the two goes first. With ``balance``, a sample of
     the shorter side is the mean of as many back-to-back runs (up to MAX_RUNS) as make it about
-    as long as the other: a long sample is less likely than a short one to fall wholly in a
-    quiet moment, so without this the fastest-of comparison would favour the shorter side."""
+    as long as the other, so that the two halves of a pair see the host's load alike (a short
+    sample is more likely than a long one to fall wholly in a quiet moment)."""
     measured, baseline = as_task(measured), as_task(baseline)
     for _ in range(warmup):
         base_s = seconds(baseline, device)
@@ -93,8 +95,8 @@ def meets(ratio: float, target: str) -> bool:
 def make_row(name: str, timing: Timing, target: str, *, baseline: str, speedup: bool = False,
              notes: str = "") -> dict[str, Any]:
     """One benchmark result as plain JSON data. ``ratio`` is measured/baseline time, or
-    baseline/measured (a speed-up, ``ratio_is`` says which); times are each side's fastest
-    repetition in seconds, and ``runs_s`` keeps every repetition."""
+    baseline/measured (a speed-up, ``ratio_is`` says which), the median over pairs; times are
+    each side's fastest repetition in seconds, and ``runs_s`` keeps every repetition."""
     ratio = timing.ratio(speedup)
     return {
         "name": name, "ratio": round(ratio, 4), "target": target, "ok": meets(ratio, target),
