@@ -7,17 +7,15 @@ as its weight (``folding_pays``): the wide early layers of a CIFAR ResNet, not t
 ones of an ImageNet-style ResNet at 32 px, whose 3×3×512×512 weights dwarf their 1×1 outputs.
 Either way the function and its derivatives are the same; only rounding differs.
 
-``foldable_pairs`` finds the pairs (torch.fx), ``folded_batchnorms`` folds them for the
-first-order pass with torch's own layers, and ``Folds`` records which pairs one Hessian-gradient
-computation folds (``second_order`` folds them into its own convolutions).
+``foldable_pairs`` finds the pairs (torch.fx), ``first_order.first_order_layers`` folds them for
+a plain gradient pass, and ``Folds`` records which pairs one Hessian-gradient computation folds
+(``second_order`` folds them into its own convolutions).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import weakref
 from collections import Counter
-from typing import Iterator
 
 import torch
 import torch.fx as fx
@@ -91,35 +89,8 @@ class Folds:
         return {conv: bn for conv, bn in self.pairs.items() if self.decided.get(conv)}
 
 
-def _first_order_forward(conv: nn.Module, bn: nn.Module):
-    unfolded = type(bn).forward  # the BatchNorm's own, while its instance forward is skipped
-
-    def forward(x: Tensor) -> Tensor:
-        if not folding_pays(x, conv):
-            return unfolded(bn, conv._conv_forward(x, conv.weight, conv.bias))
-        return conv._conv_forward(x, *folded_weight_and_bias(conv, bn))
-    return forward
-
-
 def skipped(x: Tensor) -> Tensor:
     return x
-
-
-@contextlib.contextmanager
-def folded_batchnorms(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, each of ``foldable_pairs`` runs as one of torch's convolutions, its
-    BatchNorm folded in for each batch where that pays. Enter it with the model in eval mode."""
-    modules = dict(model.named_modules())
-    patched = []
-    try:
-        for conv_name, bn_name in foldable_pairs(model).items():
-            conv, bn = modules[conv_name], modules[bn_name]
-            conv.forward, bn.forward = _first_order_forward(conv, bn), skipped
-            patched += [conv, bn]
-        yield model
-    finally:
-        for module in patched:
-            del module.forward
 
 
 class _Tracer(fx.Tracer):

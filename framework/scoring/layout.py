@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from fp.errors import ConfigError
 from fp.nn import eval_mode
-from fp.scoring.folding import folded_batchnorms
+from fp.scoring.first_order import first_order_layers
 from fp.scoring.probe import clock
 from fp.scoring.statistics import as_on_rank_zero, batch_grads, trainable
 from fp.scoring.topology import structure_fingerprint
@@ -85,7 +85,7 @@ def time_layouts(model: nn.Module, batch: Batch, temperature: float) -> dict[str
     device = batch[0].device
     _, params = trainable(model)
     best = {layout: float("inf") for layout in LAYOUTS[1:]}
-    with eval_mode(model), torch.enable_grad(), folded_batchnorms(model):
+    with eval_mode(model), torch.enable_grad(), first_order_layers(model):
         for _ in range(2):
             for layout in best:
                 (x, y), = in_layout([batch], layout)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from fp.nn import batch_loss, eval_mode
-from fp.scoring.folding import folded_batchnorms
+from fp.scoring.first_order import first_order_layers
 
 Batch = tuple[Tensor, Tensor]
 
@@ -169,8 +169,8 @@ def mean_grad_and_sq(model: nn.Module, batches: list[Batch], temperature: float,
     names, params = trainable(model)
     if not names:
         return ({} if plain else None), ({} if squares else None)
-    # folded BatchNorms give the same gradient without their own passes over the data
-    with eval_mode(model), torch.enable_grad(), folded_batchnorms(model):
+    # the same gradient, cheaper: folded BatchNorms, matrix-product weight gradients
+    with eval_mode(model), torch.enable_grad(), first_order_layers(model):
         moments = gradient_moments(batches, params,
                                    lambda _, x, y: batch_grads(model, x, y, temperature, params),
                                    squares, plain)

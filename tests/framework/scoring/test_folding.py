@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fp.scoring import filter_hvp, folding
-from fp.scoring.folding import folded_batchnorms, folding_pays
+from fp.scoring.first_order import first_order_layers
+from fp.scoring.folding import folding_pays
 from fp.scoring.second_order import cheap_double_backward
 from fp.scoring.statistics import mean_grad_and_sq
 
@@ -70,7 +71,7 @@ def test_a_folded_and_an_unfolded_pair_give_plain_autograds_loss_and_gradient(mo
     folded = []
     affine = folding.batchnorm_affine
     monkeypatch.setattr(folding, "batchnorm_affine", lambda bn: folded.append(bn) or affine(bn))
-    with folded_batchnorms(model):
+    with first_order_layers(model):
         got = loss_and_grads(model, x, y)
     assert folded == [model.bn1]  # conv2's 3×3×4×32 weight outgrows its 4×32×1×1 output
     torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-14)
@@ -82,7 +83,7 @@ def test_a_folded_and_an_unfolded_pair_give_plain_autograds_loss_and_gradient(mo
 def test_the_model_gets_its_forwards_back_after_an_error():
     model = make_model()
     with pytest.raises(RuntimeError, match="stop"):
-        with folded_batchnorms(model):
+        with first_order_layers(model):
             assert "forward" in vars(model.conv1) and "forward" in vars(model.bn2)
             raise RuntimeError("stop")
     assert not any("forward" in vars(m) for m in model.modules())
