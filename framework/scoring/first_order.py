@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from fp.scoring.conv_autograd import Convolution, Geometry, matmul_pays
 from fp.scoring.folding import (folded_weight_and_bias, foldable_pairs, folding_pays,
-                                is_plain_conv, skipped)
+                                is_plain_conv, patched_forwards, skipped)
 
 
 def _convolution(conv: nn.Module) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
@@ -53,20 +53,12 @@ def first_order_layers(model: nn.Module) -> Iterator[nn.Module]:
     already replaced) runs as above, each of ``foldable_pairs`` with its BatchNorm folded in for
     each batch where that pays. Enter it with the model in eval mode."""
     modules = dict(model.named_modules())
-    pairs = foldable_pairs(model)
-    paired = {modules[conv]: modules[bn] for conv, bn in pairs.items()}
-    patched = []
-    try:
-        for module in list(modules.values()):
-            if not is_plain_conv(module) or "forward" in vars(module):
-                continue
-            bn = paired.get(module)
-            module.forward = _forward(module, bn)
-            patched.append(module)
-            if bn is not None:
-                bn.forward = skipped
-                patched.append(bn)
+    paired = {modules[conv]: modules[bn] for conv, bn in foldable_pairs(model).items()}
+    forwards = {}
+    for module in modules.values():
+        if is_plain_conv(module) and "forward" not in vars(module):
+            forwards[module] = _forward(module, paired.get(module))
+            if module in paired:
+                forwards[paired[module]] = skipped
+    with patched_forwards(forwards):
         yield model
-    finally:
-        for module in patched:
-            del module.forward

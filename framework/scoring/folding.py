@@ -13,9 +13,11 @@ a plain gradient pass, and ``Folds`` records which pairs one Hessian-gradient co
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections import Counter
+from typing import Iterator
 
 import torch
 import torch.fx as fx
@@ -91,6 +93,21 @@ class Folds:
 
 def skipped(x: Tensor) -> Tensor:
     return x
+
+
+@contextlib.contextmanager
+def patched_forwards(forwards: dict[nn.Module, object]) -> Iterator[None]:
+    """Within the block, each module's instance ``forward`` is the one given; after it, its
+    class's again."""
+    patched = []
+    try:
+        for module, forward in forwards.items():
+            module.forward = forward
+            patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 class _Tracer(fx.Tracer):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from fp.scoring.conv_autograd import Convolution, Geometry
 from fp.scoring.folding import (Folds, batchnorm_affine, folded_weight_and_bias,
-                                is_fixed_batchnorm, is_plain_conv, skipped)
+                                is_fixed_batchnorm, is_plain_conv, patched_forwards, skipped)
 
 
 def _channel_view(x: Tensor, values: Tensor) -> Tensor:
@@ -83,12 +83,5 @@ def cheap_double_backward(model: nn.Module, scales: dict[nn.Module, Tensor] | No
     above. Enter it with the model already in the mode it will be differentiated in. ``scales``
     gives convolutions (``replaceable``) their filter scales (see ``Convolution``); ``folds``
     (shared by every batch of one computation) records which BatchNorms were folded."""
-    patched = []
-    try:
-        for module, forward in _replacements(model, scales or {}, folds or Folds(model)).items():
-            module.forward = forward
-            patched.append(module)
+    with patched_forwards(_replacements(model, scales or {}, folds or Folds(model))):
         yield model
-    finally:
-        for module in patched:
-            del module.forward
