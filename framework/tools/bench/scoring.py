@@ -18,7 +18,7 @@ from fp.scoring import ScoreContext, score
 TARGETS = {
     "snip": "<= 1.05", "taylor": "<= 1.05", "biased_snip": "<= 1.05", "fisher": "<= 1.05",
     "bn_taylor": "<= 1.05",
-    "grasp": "<= 3.0", "grad_norm": "<= 3.0",
+    "grasp": "<= 2.5", "grad_norm": "<= 2.5",
     "magnitude": "<= 0.01", "l1": "<= 0.01", "bn_scale": "<= 0.01", "random": "<= 0.01",
     "synflow": "<= 0.05",
 }
