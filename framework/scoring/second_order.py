@@ -7,7 +7,8 @@ more than needed. Here a convolution's backward is itself an autograd Function w
 written out: for cotangents (a_x, a_w, a_b) of (∂x, ∂W, ∂b) it needs two forward convolutions and
 one convolution_backward, the least a convolution's Hessian-vector product can cost. Eval-mode
 BatchNorm, a fixed per-channel affine map, becomes that map in plain tensor operations, folded
-into the convolution before it where ``folding`` says that pays.
+into the convolution before it where ``folding`` says that pays. Hardsigmoid and Hardswish, whose
+double backward torch does not implement, become the same functions in plain operations.
 
 Every replacement computes the same function and the same derivatives; only rounding differs.
 """
@@ -73,7 +74,21 @@ def _replacements(model: nn.Module, scales: dict[nn.Module, Tensor],
                                            lambda x, n=name, m=module: folds.fold(n, m, x))
         elif is_fixed_batchnorm(module):
             chosen[module] = skipped if module in paired else _affine_batchnorm_forward(module)
+        elif type(module) in _TWICE_DIFFERENTIABLE:
+            chosen[module] = _TWICE_DIFFERENTIABLE[type(module)]
     return chosen
+
+
+def _hardsigmoid(x: Tensor) -> Tensor:
+    return torch.clamp(x / 6 + 0.5, 0, 1)  # relu6(x + 3) / 6
+
+
+#: activations whose double backward torch lacks (hardsigmoid_backward has no derivative),
+#: written in operations it can differentiate twice: the same function
+_TWICE_DIFFERENTIABLE: dict[type, Callable[[Tensor], Tensor]] = {
+    nn.Hardsigmoid: _hardsigmoid,
+    nn.Hardswish: lambda x: x * _hardsigmoid(x),
+}
 
 
 @contextlib.contextmanager

@@ -123,3 +123,48 @@ def test_a_pair_with_a_forward_set_by_someone_else_is_not_folded(model, batches)
     expected = model(x)
     with cheap_double_backward(model):  # bn1 must still run: conv1 is left to its own forward
         torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-14)
+
+
+class HardActivations(nn.Module):
+    """MobileNetV3's activations: Hardswish after a convolution, a Hardsigmoid gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 6, 3, padding=1), nn.Hardswish()
+        self.squeeze, self.gate = nn.Conv2d(6, 6, 1), nn.Hardsigmoid()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.act(self.conv(x))
+        x = x * self.gate(self.squeeze(F.adaptive_avg_pool2d(x, 1)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_hardswish_and_hardsigmoid_get_an_exact_hessian_vector_product():
+    torch.manual_seed(3)
+    model = HardActivations().double().eval()
+    x = 2 * torch.randn(5, 3, 6, 6, dtype=torch.float64)  # across the kinks at ±3
+    y = torch.randint(0, 3, (5,))
+    with pytest.raises(RuntimeError, match="hardsigmoid_backward"):
+        loss_grad_hvp(model, x, y)  # torch's own layers have no double backward
+    with cheap_double_backward(model):
+        loss, grads, hv = loss_grad_hvp(model, x, y)
+    assert "forward" not in vars(model.act) and "forward" not in vars(model.gate)
+    params = list(model.parameters())
+    gen = torch.Generator().manual_seed(5)  # the v loss_grad_hvp draws
+    vec = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+    eps = 1e-6
+
+    def grad_at(sign):
+        with torch.no_grad():
+            for p, v in zip(params, vec):
+                p.add_(sign * eps * v)
+        found = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+        with torch.no_grad():
+            for p, v in zip(params, vec):
+                p.sub_(sign * eps * v)
+        return found
+    plus, minus = grad_at(1.0), grad_at(-1.0)
+    torch.testing.assert_close(loss, F.cross_entropy(model(x), y).detach(), rtol=1e-12, atol=0)
+    for got, p_, m_ in zip(hv, plus, minus):
+        torch.testing.assert_close(got, (p_ - m_) / (2 * eps), rtol=1e-6, atol=1e-8)
