@@ -1,14 +1,13 @@
 """The memory layout scoring passes run their images in: as given ("contiguous", NCHW) or
 channels-last (NHWC), whichever gradient pass is faster here.
 
-The layout changes no value, only how fast a convolution runs and how it rounds: on a CPU,
-oneDNN runs a CIFAR ResNet's narrow, wide-image convolutions in channels-last about a tenth
-faster (the weights stay as they are; oneDNN reorders them per call), while an ImageNet-style
-ResNet at 32 px, whose large weights would be reordered for tiny images, gains nothing. So
-"auto" times one scoring batch's gradient pass in each layout, twice each and alternating (a
-first run's one-off setup does not decide), once per process for a model structure, device,
-dtype and batch shape; channels-last must win by ``MARGIN`` to be chosen. Under
-torch.distributed every rank takes rank 0's choice.
+The layout changes no value, only how fast a convolution runs and how it rounds. Which is faster
+depends on the model, the images and the machine (on 2 CPU cores, a CIFAR ResNet-20 scores about
+a tenth faster channels-last; other models gain nothing or lose), so "auto" times one scoring
+batch's gradient pass in each layout, twice each and alternating (a first run's one-off setup
+does not decide), once per process for a model's modules (pruning them narrower keeps the
+choice), device, dtype and batch shape; channels-last must win by ``MARGIN`` to be chosen.
+Under torch.distributed every rank takes rank 0's choice.
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from fp.nn import eval_mode
 from fp.scoring.first_order import first_order_layers
 from fp.scoring.probe import clock
 from fp.scoring.statistics import as_on_rank_zero, batch_grads, trainable
-from fp.scoring.topology import structure_fingerprint
 
 LAYOUTS = ("auto", "contiguous", "channels_last")
 #: channels-last is chosen only if its pass takes less than (1 − MARGIN) of the other's
@@ -54,9 +52,11 @@ def in_layout(batches: Sequence[Batch], layout: str) -> list[Batch]:
 
 
 def layout_key(model: nn.Module, x: Tensor) -> tuple:
-    """What a choice in CHOSEN is remembered by: ``model``'s structure, and device, dtype and
-    shape of the images ``x``."""
-    return structure_fingerprint(model), x.device.type, x.dtype, tuple(x.shape)
+    """What a choice in CHOSEN is remembered by: ``model``'s modules (names and types, not
+    widths: a model pruned event after event keeps the choice made for it dense), and device,
+    dtype and shape of the images ``x``."""
+    modules = tuple((name, type(module)) for name, module in model.named_modules())
+    return modules, x.device.type, x.dtype, tuple(x.shape)
 
 
 def choose_layout(model: nn.Module, batches: Sequence[Batch], temperature: float,

@@ -51,7 +51,7 @@ def test_auto_takes_channels_last_only_when_it_is_clearly_faster(monkeypatch, mo
         assert ctx.info["scoring_layout_s"] == {"contiguous": 1.0, "channels_last": cl_seconds}
 
 
-def test_auto_times_once_per_structure_and_views_share_the_layout(monkeypatch, model,
+def test_auto_times_once_per_model_and_views_share_the_layout(monkeypatch, model,
                                                                   tiny_factory):
     make_tiny, make_batches = tiny_factory
     calls = timed(monkeypatch, 1.0, 0.5)
@@ -64,10 +64,15 @@ def test_auto_times_once_per_structure_and_views_share_the_layout(monkeypatch, m
     again.grad()
     assert len(calls) == 1 and "scoring_layout_s" not in again.info
     assert again.info["scoring_layout"] == "channels_last"
+    narrower = make_tiny()  # as pruning leaves it: the same modules, fewer filters
+    narrower.conv2, narrower.bn2 = nn.Conv2d(4, 2, 3, padding=1), nn.BatchNorm2d(2)
+    narrower.fc = nn.Linear(2, 3)
+    ScoreContext(narrower.double(), make_batches()).grad()
+    assert len(calls) == 1
     other = make_tiny()
     other.fc = nn.Sequential(nn.Linear(5, 3)).double()
     ScoreContext(other, make_batches()).grad()
-    assert len(calls) == 2  # another structure is timed afresh
+    assert len(calls) == 2  # other modules are timed afresh
 
 
 def test_a_measure_without_data_never_times(monkeypatch, model, batches):
