@@ -67,7 +67,8 @@ class Prune:
     preserve_momentum: bool = False       # keep SGD momentum of surviving channels after surgery
     hvp_method: str = "auto"              # Hg by "double_backward" | "forward_over_reverse" | "auto"
     hvp_memory_gb: Annotated[float | None, Range(ge=0)] = None  # kept graphs; None: half the free memory
-    scoring_layout: str = "auto"          # images "contiguous" | "channels_last" | "auto" (timed)
+    scoring_layout: str = "contiguous"    # images "contiguous" | "channels_last" | "auto" (timed:
+                                          # faster, but then rounding, rarely a tie, may vary)
     balanced: bool | None = None          # class-balanced scoring samples; None: the measure's default
 
     def validate(self) -> None:
