@@ -2,6 +2,7 @@
 ``torchrun`` launch (multi-node included) of ``fp run``. gloo on CPU, NCCL on GPU."""
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from pathlib import Path
@@ -60,7 +61,13 @@ def worker(files: list[str], bindings: list[str], out: Path | None, device: str 
         except errors.FpError as exc:  # handed to the launcher, which raises it as one sentence
             return {"error": str(exc), "error_type": type(exc).__name__}
         ranks = record_ranks(outcome.model, outcome.out_dir)
-        return {"summary": outcome.summary, "digest": ranks[rank]["digest"],
-                "out_dir": str(outcome.out_dir)}
+        dist.barrier()  # no rank tears its group down while a peer's last collective runs
+        result = {"summary": outcome.summary, "digest": ranks[rank]["digest"],
+                  "out_dir": str(outcome.out_dir)}
+        del outcome
+        return result
     finally:
+        # the DistributedDataParallel wrapper holds the process group: freed now, not while the
+        # interpreter shuts down (gloo's threads then abort the process after a finished run)
+        gc.collect()
         dist.destroy_process_group()
