@@ -55,8 +55,7 @@ class Sizes:
     outside_torchvision: str = "resnet18"  # a torchvision.models builder, for the outside/ rows
     outside_batches: int = 4            # the outside/ rows' batches (on both of their models)
     outside_batch_size: int = 64
-    outside_repeats: int = 5            # timed pairs per outside/ row: fp.score and the user's
-                                        # loop cost about the same, so noise needs more samples
+    outside_repeats: int = 5            # timed pairs per outside/ row (their median is the ratio)
 
 
 FULL = Sizes()
