@@ -70,6 +70,10 @@ class Prune:
     scoring_layout: str = "contiguous"    # images "contiguous" | "channels_last" | "auto" (timed:
                                           # faster, but then rounding, rarely a tie, may vary)
     balanced: bool | None = None          # class-balanced scoring samples; None: the measure's default
+    scoring_augment: bool = False         # score on augmented training images (the paper's code does)
+    residual: Annotated[str, OneOf("tied", "masked")] = "tied"  # channels feeding a residual add:
+                                          # "tied" removes them across the add (dependency graph);
+                                          # "masked" zeroes them per filter (the paper's ResNets)
 
     def validate(self) -> None:
         from fp.scoring.context import HVP_CHOICES  # the methods fp.scoring.hvp provides
@@ -79,6 +83,10 @@ class Prune:
                f"prune.hvp_method = {self.hvp_method!r} must be one of {', '.join(HVP_CHOICES)}.")
         _check(self.scoring_layout in LAYOUTS,
                f"prune.scoring_layout = {self.scoring_layout!r} must be one of {', '.join(LAYOUTS)}.")
+        _check(self.residual == "tied" or (self.granularity == FILTER
+                                            and self.target_type != "latency"),
+               "prune.residual = 'masked' needs prune.granularity = 'filter' and a filters, "
+               "params or flops target (masks neither act on single weights nor save latency).")
         _check(self.target_type != "latency" or self.granularity == FILTER,
                "prune.target_type = 'latency' needs prune.granularity = 'filter' (masked weights "
                "do not make the model faster).")
@@ -98,6 +106,8 @@ class Model:
     """Which architecture (registry name); its own arguments bind on it, e.g. vgg13.width."""
 
     architecture: str = "small_cnn"
+    init: Annotated[str | None, OneOf("torch_default", "kaiming_fan_out", None)] = None
+    # None: the architecture's own default ("torch_default" for the paper's models)
 
 
 @dataclass

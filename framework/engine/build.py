@@ -26,7 +26,8 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
     # the same seeded per-class subset on every rank, and again on resume
     dataset = apply_subsets(regs["datasets"].build(st.data.dataset), st.data, st.experiment.seed)
     model = pruning.build_model(st.model.architecture, num_classes=dataset.num_classes,
-                                in_channels=dataset.in_channels).to(device)
+                                in_channels=dataset.in_channels,
+                                init=st.model.init).to(device)
     if st.experiment.channels_last:
         model = model.to(memory_format=torch.channels_last)
     example_inputs = torch.zeros(1, dataset.in_channels, *dataset.image_size, device=device)

@@ -4,6 +4,7 @@ registry rather than from pickled code.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import gin
@@ -11,21 +12,38 @@ import torch
 from torch import nn
 
 from fp.attention import expose_heads
-from fp.errors import CheckpointError
+from fp.errors import CheckpointError, ConfigError
 
 PLAIN_SCALARS = (bool, int, float, str, type(None))
 
 
-def build_model(name: str, *, manager=None, **kwargs: Any) -> nn.Module:
+def build_model(name: str, *, manager=None, init: str | None = None, **kwargs: Any) -> nn.Module:
     """Build the registered architecture ``name`` (through gin, so bindings apply) and record how
     in ``model.fp_arch``; gin-bound constructor arguments are recorded too. ``manager``: the
-    plugin manager whose registry to use (the shared one by default). Every
+    plugin manager whose registry to use (the shared one by default). ``init``: the
+    initialisation scheme (``model.init``), given to the architecture as its ``init`` argument;
+    None leaves that argument to gin or the architecture's default. Every
     ``nn.MultiheadAttention`` becomes a ``HeadAttention`` (same function), so its heads prune."""
-    from fp.manager import build_registered
+    from fp.manager import build_registered, shared_manager
 
+    if init is not None:
+        # passed only when set, so that None never overrides a gin binding such as vgg13.init
+        if not takes_init(manager or shared_manager(), name):
+            raise ConfigError(f"architecture {name!r} takes no 'init' argument, so init = "
+                              f"{init!r} cannot apply; leave model.init unset for it.")
+        kwargs["init"] = init
     model = expose_heads(build_registered("architectures", name, manager, **kwargs))
     model.fp_arch = {"name": name, "kwargs": {**gin_bound_arguments(name), **kwargs}}
     return model
+
+
+def takes_init(manager, name: str) -> bool:
+    """Whether architecture ``name``'s constructor has an ``init`` argument (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(manager.registries["architectures"].get(name)).parameters
+    except (TypeError, ValueError):  # no signature to read: let the constructor decide
+        return True
+    return "init" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def gin_bound_arguments(name: str) -> dict[str, Any]:

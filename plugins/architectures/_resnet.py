@@ -12,7 +12,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from fp.errors import ConfigError
-from fp.plugins.architectures._layers import PooledClassifier, conv, conv_bn_relu
+from fp.plugins.architectures._layers import Init, PooledClassifier, conv, conv_bn_relu
 
 
 class BasicBlock(nn.Module):
@@ -42,7 +42,7 @@ class ResNet(PooledClassifier):
     block halves the resolution (except in the first stage), global pool, one Linear."""
 
     def __init__(self, num_classes: int, in_channels: int, blocks_per_stage: Sequence[int],
-                 stage_widths: Sequence[int]) -> None:
+                 stage_widths: Sequence[int], init: Init = None) -> None:
         if len(blocks_per_stage) != len(stage_widths) or min(blocks_per_stage, default=0) < 1:
             raise ConfigError(f"a ResNet needs at least one block per stage, got blocks "
                               f"{tuple(blocks_per_stage)} for widths {tuple(stage_widths)}.")
@@ -54,4 +54,4 @@ class ResNet(PooledClassifier):
                                 first_stride if i == 0 else 1) for i in range(blocks)]
             parts.append((f"layer{index + 1}", nn.Sequential(*stage)))
             width = out_width
-        super().__init__(nn.Sequential(OrderedDict(parts)), width, num_classes)
+        super().__init__(nn.Sequential(OrderedDict(parts)), width, num_classes, init)

@@ -1,9 +1,10 @@
 """Every torchvision classification model as an architecture named ``torchvision.<model>``.
 
 Registration only creates one small class per model name (no model is built until it is used),
-and models are always built untrained: fp never downloads weights. A model with
-``nn.MultiheadAttention`` (the ViTs) gets ``HeadAttention`` in its place, the same weights and
-function with a ``qkv`` Linear, so that fp scores and prunes its heads.
+and models are always built untrained: fp never downloads weights. ``init`` None keeps
+torchvision's own initialisation (``fp.plugins.architectures._layers`` describes the schemes). A
+model with ``nn.MultiheadAttention`` (the ViTs) gets ``HeadAttention`` in its place, the same
+weights and function with a ``qkv`` Linear, so that fp scores and prunes its heads.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from fp.errors import ConfigError
 from fp.attention import expose_heads
-from fp.plugins.architectures._layers import init_weights
+from fp.plugins.architectures._layers import Init, init_weights, initialise
 
 PREFIX = "torchvision."
 
@@ -31,8 +32,10 @@ def architecture_class(model: str) -> type:
     """A class whose construction builds torchvision's ``model``; a class, not a function, because
     the registry and gin expect classes with a ``name`` and a docstring."""
 
-    def __new__(cls, num_classes: int = 1000, in_channels: int = 3, **kwargs: Any) -> nn.Module:
-        return build(model, num_classes=num_classes, in_channels=in_channels, **kwargs)
+    def __new__(cls, num_classes: int = 1000, in_channels: int = 3, init: Init = None,
+                **kwargs: Any) -> nn.Module:
+        return build(model, num_classes=num_classes, in_channels=in_channels, init=init,
+                     **kwargs)
 
     return type(f"torchvision_{model}", (), {
         "__new__": __new__,
@@ -44,8 +47,10 @@ def architecture_class(model: str) -> type:
     })
 
 
-def build(model: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
-    """torchvision's ``model`` with ``num_classes`` outputs and ``in_channels`` input channels."""
+def build(model: str, num_classes: int, in_channels: int, init: str | None = None,
+          **kwargs: Any) -> nn.Module:
+    """torchvision's ``model`` with ``num_classes`` outputs, ``in_channels`` input channels and
+    the initialisation scheme ``init`` (None: torchvision's own)."""
     from torchvision.models import get_model_builder
 
     if kwargs.pop("weights", None) is not None:
@@ -58,6 +63,7 @@ def build(model: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.M
                           f"{exc}") from exc
     if in_channels != 3:
         replace_first_conv(network, in_channels, PREFIX + model)
+    initialise(network, init, default=None, built_with=None, label=PREFIX + model)
     return expose_heads(network)
 
 

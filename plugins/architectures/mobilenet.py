@@ -7,7 +7,7 @@ from torch import nn
 
 import fp
 from fp.errors import ConfigError
-from fp.plugins.architectures._layers import PooledClassifier, conv_bn_relu
+from fp.plugins.architectures._layers import Init, PooledClassifier, conv_bn_relu
 
 #: pointwise widths of the depthwise-separable blocks; (width, 2) strides the depthwise conv.
 #: The stem keeps stride 1, so a 32x32 input ends at 2x2 before the pool.
@@ -28,7 +28,8 @@ class MobileNetV1(PooledClassifier):
     name = "mobilenet_v1"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3,
-                 width_multiplier: Annotated[float, fp.Range(gt=0)] = 1.0) -> None:
+                 width_multiplier: Annotated[float, fp.Range(gt=0)] = 1.0,
+                 init: Init = None) -> None:
         if width_multiplier <= 0:
             raise ConfigError(f"mobilenet_v1.width_multiplier must be positive, "
                               f"got {width_multiplier}.")
@@ -42,4 +43,4 @@ class MobileNetV1(PooledClassifier):
             out_width, stride = entry if isinstance(entry, tuple) else (entry, 1)
             layers.append(separable_block(width, scaled(out_width), stride))
             width = scaled(out_width)
-        super().__init__(nn.Sequential(*layers), width, num_classes)
+        super().__init__(nn.Sequential(*layers), width, num_classes, init)

@@ -2,6 +2,7 @@
 paper's code: four stages of basic blocks with widths 64, 128, 256 and 512."""
 from __future__ import annotations
 
+from fp.plugins.architectures._layers import Init
 from fp.plugins.architectures._resnet import ResNet
 
 
@@ -14,8 +15,9 @@ class ResNet18(ResNet):
 
     name = "resnet18"
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
-        super().__init__(num_classes, in_channels, (2, 2, 2, 2), stage_widths(width))
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64,
+                 init: Init = None) -> None:
+        super().__init__(num_classes, in_channels, (2, 2, 2, 2), stage_widths(width), init)
 
 
 class ResNet34(ResNet):
@@ -23,5 +25,6 @@ class ResNet34(ResNet):
 
     name = "resnet34"
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
-        super().__init__(num_classes, in_channels, (3, 4, 6, 3), stage_widths(width))
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64,
+                 init: Init = None) -> None:
+        super().__init__(num_classes, in_channels, (3, 4, 6, 3), stage_widths(width), init)

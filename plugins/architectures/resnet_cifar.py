@@ -3,6 +3,7 @@ with widths 16, 32 and 64."""
 from __future__ import annotations
 
 from fp.errors import ConfigError
+from fp.plugins.architectures._layers import Init
 from fp.plugins.architectures._resnet import ResNet
 
 
@@ -12,12 +13,12 @@ class CifarResNet(ResNet):
     name = "cifar_resnet"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, depth: int = 20,
-                 width: int = 16) -> None:
+                 width: int = 16, init: Init = None) -> None:
         if depth < 8 or (depth - 2) % 6:
             raise ConfigError(f"a CIFAR ResNet's depth must be 6n+2 (8, 14, 20, 32, 56, 110, "
                               f"...), got {depth}.")
         n = (depth - 2) // 6
-        super().__init__(num_classes, in_channels, (n, n, n), (width, 2 * width, 4 * width))
+        super().__init__(num_classes, in_channels, (n, n, n), (width, 2 * width, 4 * width), init)
 
 
 class ResNet20(CifarResNet):
@@ -25,8 +26,9 @@ class ResNet20(CifarResNet):
 
     name = "resnet20"
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
-        super().__init__(num_classes, in_channels, depth=20, width=width)
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16,
+                 init: Init = None) -> None:
+        super().__init__(num_classes, in_channels, depth=20, width=width, init=init)
 
 
 class ResNet32(CifarResNet):
@@ -34,8 +36,9 @@ class ResNet32(CifarResNet):
 
     name = "resnet32"
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
-        super().__init__(num_classes, in_channels, depth=32, width=width)
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16,
+                 init: Init = None) -> None:
+        super().__init__(num_classes, in_channels, depth=32, width=width, init=init)
 
 
 class ResNet56(CifarResNet):
@@ -43,8 +46,9 @@ class ResNet56(CifarResNet):
 
     name = "resnet56"
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
-        super().__init__(num_classes, in_channels, depth=56, width=width)
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16,
+                 init: Init = None) -> None:
+        super().__init__(num_classes, in_channels, depth=56, width=width, init=init)
 
 
 class ResNet110(CifarResNet):
@@ -52,5 +56,6 @@ class ResNet110(CifarResNet):
 
     name = "resnet110"
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
-        super().__init__(num_classes, in_channels, depth=110, width=width)
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16,
+                 init: Init = None) -> None:
+        super().__init__(num_classes, in_channels, depth=110, width=width, init=init)

@@ -7,7 +7,8 @@ from typing import Sequence
 from torch import nn
 
 from fp.errors import ConfigError
-from fp.plugins.architectures._layers import PooledClassifier, conv_bn_relu
+from fp.plugins.architectures._layers import (KAIMING_FAN_OUT, Init, PooledClassifier,
+                                              conv_bn_relu)
 
 #: a 2x2 max-pool follows these conv indices: two halvings keep an 8x8 input at 2x2 or more
 POOL_AFTER = (0, 2)
@@ -17,9 +18,10 @@ class SmallCNN(PooledClassifier):
     """Small CNN for digits-sized inputs (conv-BN-ReLU x4, two max-pools, 0.13M params)."""
 
     name = "small_cnn"
+    default_init = KAIMING_FAN_OUT  # not a paper model: keeps the quickstart's numbers
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1,
-                 widths: Sequence[int] = (32, 64, 64, 128)) -> None:
+                 widths: Sequence[int] = (32, 64, 64, 128), init: Init = None) -> None:
         if not widths or min(widths) < 1:
             raise ConfigError(f"small_cnn.widths must be one or more positive conv widths, "
                               f"got {tuple(widths)}.")
@@ -29,4 +31,4 @@ class SmallCNN(PooledClassifier):
             if index in POOL_AFTER:
                 layers.append(nn.MaxPool2d(2))
             width = out_width
-        super().__init__(nn.Sequential(*layers), width, num_classes)
+        super().__init__(nn.Sequential(*layers), width, num_classes, init)

@@ -6,7 +6,7 @@ from typing import Sequence, Union
 from torch import nn
 
 from fp.errors import ConfigError
-from fp.plugins.architectures._layers import PooledClassifier, conv_bn_relu
+from fp.plugins.architectures._layers import Init, PooledClassifier, conv_bn_relu
 
 #: conv widths, with "M" for a 2x2 max-pool (5 pools: a 32x32 input ends at 1x1)
 VGG13_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -18,7 +18,7 @@ class VGG13(PooledClassifier):
     name = "vgg13"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3,
-                 layers: Sequence[Union[int, str]] = VGG13_LAYERS) -> None:
+                 layers: Sequence[Union[int, str]] = VGG13_LAYERS, init: Init = None) -> None:
         features, width = [], in_channels
         for item in layers:
             if item == "M":
@@ -31,4 +31,4 @@ class VGG13(PooledClassifier):
                                   f"got {item!r}.")
         if width == in_channels:
             raise ConfigError("vgg13.layers must contain at least one conv width.")
-        super().__init__(nn.Sequential(*features), width, num_classes)
+        super().__init__(nn.Sequential(*features), width, num_classes, init)

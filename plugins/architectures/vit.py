@@ -10,18 +10,20 @@ from torch import nn
 
 from fp.attention import expose_heads
 from fp.errors import ConfigError
+from fp.plugins.architectures._layers import Init, initialise
 
 
 class VitCifar:
     """Small ViT for 32x32 images (4x4 patches, 4 blocks of 8 prunable heads, 0.55M params).
 
-    torchvision's VisionTransformer with HeadAttention, and a small random classifier."""
+    torchvision's VisionTransformer with HeadAttention, and a small random classifier; ``init``
+    None keeps that init (see ``fp.plugins.architectures._layers`` for the schemes)."""
 
     name = "vit_cifar"
 
     def __new__(cls, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
                 patch_size: int = 4, dim: int = 128, depth: int = 4, heads: int = 8,
-                mlp_dim: int = 256, dropout: float = 0.0) -> nn.Module:
+                mlp_dim: int = 256, dropout: float = 0.0, init: Init = None) -> nn.Module:
         from torchvision.models.vision_transformer import VisionTransformer
 
         if min(num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_dim) < 1:
@@ -41,6 +43,7 @@ class VitCifar:
         # torchvision zeroes the classifier (for fine-tuning), which leaves every gradient of an
         # untrained model zero and gradient-based measures blind at initialisation
         nn.init.trunc_normal_(model.heads.head.weight, std=0.02)
+        initialise(model, init, default=None, built_with=None, label=cls.name)
         return expose_heads(model)
 
 

@@ -141,8 +141,9 @@ def test_small_cnn_widths_are_bindable(architectures):
         architectures.build("small_cnn", num_classes=10, in_channels=1, widths=())
 
 
-def test_convs_get_he_fan_out_init_and_batchnorm_starts_at_identity(architectures):
-    model = architectures.build("resnet18", num_classes=10, in_channels=3)
+def test_kaiming_fan_out_init_gives_he_convs_and_batchnorm_at_identity(architectures):
+    model = architectures.build("resnet18", num_classes=10, in_channels=3,
+                                init="kaiming_fan_out")
     conv = model.features.layer4[1].conv2  # 512 * 3 * 3 fan-out: the std estimate is tight
     assert conv.weight.std().item() == pytest.approx((2 / (512 * 9)) ** 0.5, rel=0.02)
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
