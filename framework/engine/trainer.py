@@ -72,6 +72,7 @@ class Trainer:
         run = self.run
         if run.masks:
             pruning.apply_masks(run.model, run.masks, run.optimizer)
+        pruning.apply_filter_masks(run.model, run.optimizer)  # prune.residual = "masked"
         bar.advance_step()
         planned = self.events.get(run.step)
         if planned is not None and run.step > 0:
@@ -102,6 +103,9 @@ class Trainer:
                       target=event.target, sparsity=event.sparsity,
                       widths=event.widths_after or None, widths_before=event.widths_before or None)
         record.update(hvp_record(event), **event.info.get("latency", {}))
+        masked = pruning.filter_masks(run.model)
+        if masked:  # prune.residual = "masked": filters masked in all, per layer
+            record["masked_filters"] = pruning.masked_filter_counts(run.model)
         run.log(record)
 
     def _end_epoch(self, metrics: dict[str, float], bar) -> None:

@@ -15,6 +15,7 @@ from fp.pruning.arch import build_model
 from fp.pruning.filters import prune_filters
 from fp.pruning.latency_target import DEFAULT_PROBES, measured_latency, prune_to_latency
 from fp.pruning.masks import apply_masks, weight_masks
+from fp.pruning.residual import check_residual
 from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
 from fp.pruning.serialize import load, save
 from fp.pruning.stats import dense_stats
@@ -25,7 +26,8 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
           target_type: str = "filters", max_fraction: float = DEFAULT_MAX_FRACTION,
           protected: Sequence[str] = (), temperature: float | None = None, round_to: int = 1,
           latency_fn: Callable[[nn.Module], tuple[float, float]] | None = None,
-          latency_batch: int | None = None, latency_probes: int = DEFAULT_PROBES) -> nn.Module:
+          latency_batch: int | None = None, latency_probes: int = DEFAULT_PROBES,
+          residual: str = "tied") -> nn.Module:
     """Score ``model`` with ``measure`` on ``batches`` and remove the fraction ``amount`` of its
     filters (or of its parameters, FLOPs or latency, with ``target_type``), or, with
     ``granularity="weight"``, mask that fraction of its weights, ranked globally across layers.
@@ -39,6 +41,10 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     (None: 1) copies of one example on the model's device. ``model.fp_latency`` then holds the
     dense and final latencies and every probe (``docs/pruning.md``).
 
+    ``residual="masked"`` prunes residual models as the seed paper's code does: channels that
+    feed a residual add are masked per filter (``model.fp_filter_masks``), not removed, and the
+    stem is never pruned (``fp.pruning.residual``); ``"tied"`` removes them across the add.
+
     An ``nn.MultiheadAttention`` in ``model`` is first replaced, in place, by an
     ``fp.attention.HeadAttention`` holding the same weights (the same function), whose attention
     heads are scored and pruned as whole slots (``docs/transformers.md``).
@@ -49,6 +55,10 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     check_target(amount, target_type)
     check_fraction(max_fraction)
     check_granularity(granularity)
+    check_residual(residual)
+    if residual == "masked" and (granularity == WEIGHT or target_type == "latency"):
+        raise ConfigError("residual='masked' needs granularity='filter' and a filters, params or "
+                          "flops target: masks neither act on single weights nor save latency.")
     if target_type == "latency" and granularity == WEIGHT:
         raise ConfigError("a latency target needs granularity='filter': masked weights do not "
                           "make the model faster.")
@@ -72,7 +82,8 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     options = {"example_inputs": example_inputs, "dense": dense, "max_fraction": max_fraction,
                "protected": tuple(protected), "round_to": round_to}
     if target_type != "latency":
-        prune_filters(model, scores, amount, target_type=target_type, **options)
+        prune_filters(model, scores, amount, target_type=target_type, residual=residual,
+                      **options)
         return model
     if latency_fn is None:
         latency_fn = measured_latency(example_inputs[:1], latency_batch or 1)

@@ -13,10 +13,14 @@ from torch import Tensor, nn
 
 from fp.errors import ConfigError, PruningError
 from fp.pruning.costs import slot_costs
+from fp.pruning.filter_masks import filter_masks
 from fp.pruning.groups import channel_groups
+from fp.pruning.residual import (Residual, apply_selection, check_residual, mask_costs,
+                                 select_masked, split_residual)
 from fp.pruning.select import (DEFAULT_MAX_FRACTION, check_fraction, check_round_to, check_target,
-                               select_channels, selection_saving)
-from fp.pruning.stats import count_flops, count_params, filter_widths, prunable_filters
+                               selection_saving)
+from fp.pruning.stats import (count_flops, count_params, filter_widths, kept_widths, layer_flops,
+                              prunable_filters)
 from fp.pruning.surgery import PruneResult, check_surgery, prune_channels
 
 #: parameter and FLOP savings are estimated, so the event re-measures and tops up at most this often
@@ -36,9 +40,12 @@ AMOUNT: dict[str, Callable[[nn.Module, Tensor], float]] = {
 def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: float, *,
                   example_inputs: Tensor, dense: dict[str, Any], target_type: str = "filters",
                   max_fraction: float = DEFAULT_MAX_FRACTION, protected: Iterable[str] = (),
-                  carry: dict[str, Tensor] | None = None, round_to: int = 1) -> PruneResult:
+                  carry: dict[str, Tensor] | None = None, round_to: int = 1,
+                  residual: str = "tied") -> PruneResult:
     """Remove the lowest-scored channels (global ranking) until ``target`` of ``dense`` is gone;
     every group that loses channels keeps a multiple of ``round_to`` (see ``select``).
+    ``residual="masked"`` masks the filters that feed residual adds instead of removing their
+    channels (``residual``); ``result.masked`` names them.
 
     ``dense`` holds the dense model's ``params``, ``flops``, ``filters`` and, ideally, its
     ``widths`` (weight name -> out-channels; see ``stats.dense_stats``) that anchor the per-layer
@@ -46,9 +53,13 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
     ``model.fp_dense_widths``).
     """
     dense_total = checked_total(dense, target, target_type, max_fraction, round_to)
+    check_residual(residual)
+    if residual == "tied" and filter_masks(model):
+        raise ConfigError("this model has masked filters (pruned with residual='masked'); prune "
+                          "it again with residual='masked'.")
     dense_widths = dense_widths_of(model, dense)
-    result = PruneResult(widths_before=filter_widths(model), carried=dict(carry or {}))
-    alive = {name: torch.arange(width) for name, width in result.widths_before.items()}
+    result = PruneResult(widths_before=kept_widths(model), carried=dict(carry or {}))
+    alive = {name: torch.arange(width) for name, width in filter_widths(model).items()}
     scores = dict(filter_scores)
     for _ in range(MAX_ROUNDS):
         need = still_needed(model, example_inputs, target, target_type, dense_total)
@@ -56,24 +67,35 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
             break
         check_surgery(model, example_inputs, protected)  # once per model, on a copy
         groups = channel_groups(model, example_inputs, protected=protected)
-        costs = slot_costs(groups, target_type, model, example_inputs)
-        selection = select_channels(groups, scores, need, costs, dense_widths=dense_widths,
-                                    max_fraction=max_fraction, round_to=round_to)
-        saving = selection_saving(selection, groups, costs)
+        split = (split_residual(model, groups) if residual == "masked"
+                 else Residual(groups=groups))
+        costs = slot_costs(split.groups, target_type, model, example_inputs)
+        flops = layer_flops(model, example_inputs) if target_type == "flops" else None
+        mask_cost = mask_costs(split.masked, target_type, model, flops)
+        selection, to_mask = select_masked(model, split, scores, need, costs, mask_cost,
+                                           dense_widths=dense_widths, max_fraction=max_fraction,
+                                           round_to=round_to)
+        saving = selection_saving(selection, split.groups, costs) + sum(
+            float(cost[filters].sum()) for cost, filters in
+            ((mask_cost[i], to_mask.get(layer.name, [])) for i, layer in enumerate(split.masked)))
         if saving < need - TOLERANCE * dense_total:
             raise unreachable(target, target_type, max_fraction,
                               f"about {max(target - (need - saving) / dense_total, 0.0):.3f}",
                               round_to)
-        if not selection:
+        if not selection and not to_mask:
             break
-        step = prune_channels(model, groups, selection, carry=result.carried)
-        result.carried = step.carried
-        record_removed(result.removed, alive, step.removed)
-        scores = without_removed(scores, step.removed)
+        for name, rows in apply_selection(model, split, to_mask).items():
+            result.masked[name] = torch.cat([result.masked[name], rows]) if name in result.masked else rows
+        if selection:
+            step = prune_channels(model, split.groups, selection, carry=result.carried)
+            result.carried = step.carried
+            record_removed(result.removed, alive, step.removed)
+            scores = without_removed(scores, step.removed)
         if target_type == "filters":
             break  # filter savings are exact: one round hits the target
-    result.widths_after = filter_widths(model)
+    result.widths_after = kept_widths(model)
     result.removed = {name: idx.sort().values for name, idx in result.removed.items()}
+    result.masked = {name: idx.sort().values for name, idx in result.masked.items()}
     return result
 
 

@@ -2,8 +2,8 @@
 
 A saved model is a dict of plain data: the architecture's registry name and constructor
 arguments, every module's public scalar attributes (``out_channels``, ``num_features``,
-``normalized_shape``, ... as surgery left them), the state dict and, for weight granularity, the
-masks. Loading rebuilds the dense architecture from the registry, shrinks each module to the
+``normalized_shape``, ... as surgery left them), the state dict, for weight granularity the weight
+masks and, for ``prune.residual = "masked"``, the filter masks. Loading rebuilds the dense architecture from the registry, shrinks each module to the
 recorded attributes and tensor shapes, and loads the weights; ``torch.load`` runs with
 ``weights_only=True``, so a file carrying pickled code is refused.
 """
@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fp.errors import CheckpointError
+from fp.errors import CheckpointError, PruningError
 from fp.pruning.arch import arch_of, build_model, is_plain
 from fp.pruning.attention import reconcile
+from fp.pruning.filter_masks import filter_masks, set_filter_masks
 from fp.pruning.trace import reason
 
 FORMAT = "flowprune.model"
@@ -34,6 +35,8 @@ def model_state(model: nn.Module, masks: dict[str, Tensor] | None = None) -> dic
     state = {"format": FORMAT, "version": VERSION, "arch": arch_of(model),
              "attributes": module_attributes(model), "state_dict": dict(model.state_dict()),
              "masks": {name: mask.detach().bool() for name, mask in (masks or {}).items()}}
+    if filter_masks(model):
+        state["filter_masks"] = {name: mask.clone() for name, mask in filter_masks(model).items()}
     if not is_plain(state):  # guards weights_only loading; module attributes are filtered already
         raise CheckpointError(f"the state of {type(model).__name__} holds something that is not "
                               f"plain data, so it cannot be saved for weights-only loading.")
@@ -72,6 +75,10 @@ def model_from_state(state: Any, *, manager=None, origin: str = "the checkpoint"
                               f"{reason(exc)}.") from exc
     if state.get("masks"):
         model.fp_masks = {name: mask.bool() for name, mask in state["masks"].items()}
+    try:
+        set_filter_masks(model, state.get("filter_masks") or {})
+    except PruningError as exc:
+        raise CheckpointError(f"{origin} is damaged: {exc}") from None
     return model.eval()
 
 

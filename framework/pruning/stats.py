@@ -1,7 +1,9 @@
 """Model size statistics: parameters, FLOPs and prunable filters (docs/run-directory.md, summary.json).
 
 A *prunable weight* is the weight of a layer ``fp.nn.PRUNABLE_LAYERS`` lists (conv 1-3d, linear);
-its *filters* are its output channels (dim 0). FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts for one
+its *filters* are its output channels (dim 0). Filters switched off by a filter mask
+(``filter_masks``, ``prune.residual = "masked"``) count as pruned filters, their masked entries as
+pruned parameters and their share of their layer's FLOPs as pruned FLOPs. FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts for one
 forward pass of a single example (a multiply-add counts 2; norms and activations count 0).
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fp.nn import eval_mode, prunable_layers
+from fp.pruning.filter_masks import filter_masks, masked_filters, masked_params
 
 
 def filter_widths(model: nn.Module) -> dict[str, int]:
@@ -20,25 +23,47 @@ def filter_widths(model: nn.Module) -> dict[str, int]:
     return {name: int(layer.weight.shape[0]) for name, layer in prunable_layers(model)}
 
 
+def kept_widths(model: nn.Module) -> dict[str, int]:
+    """Prunable weight name -> its output channels less the masked ones (``filter_masks``)."""
+    widths = filter_widths(model)
+    for name, masked in masked_filters(model, widths).items():
+        widths[name] -= masked
+    return widths
+
+
 def prunable_filters(model: nn.Module) -> int:
-    """Total output channels of the prunable weights: the paper's filter count."""
-    return sum(filter_widths(model).values())
+    """Output channels of the prunable weights, masked filters not counted: the paper's count."""
+    return sum(kept_widths(model).values())
 
 
 def count_params(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> int:
-    """Number of parameters; with weight ``masks`` (True = kept) masked entries do not count."""
-    total = sum(p.numel() for p in model.parameters())
+    """Number of parameters; entries in masked filter rows (``filter_masks``) and, with weight
+    ``masks`` (True = kept), masked weights do not count."""
+    total = sum(p.numel() for p in model.parameters()) - masked_params(model)
     if masks:
         total -= sum(int((~mask.bool()).sum()) for mask in masks.values())
     return total
 
 
 def count_flops(model: nn.Module, example_inputs: torch.Tensor) -> int:
-    """FLOPs of one forward pass of the first example of ``example_inputs`` (eval mode)."""
+    """FLOPs of one forward pass of the first example of ``example_inputs`` (eval mode), less the
+    masked filters' share of their layers' FLOPs."""
     counter = FlopCounterMode(display=False)
     with eval_mode(model), torch.no_grad(), counter:
         model(first_example(example_inputs))
-    return int(counter.get_total_flops())
+    total = int(counter.get_total_flops())
+    if filter_masks(model):
+        total -= masked_flops(model, module_flops(model, counter))
+    return total
+
+
+def masked_flops(model: nn.Module, flops: dict[str, int]) -> int:
+    """The FLOPs of the masked filters: per masked layer, its FLOPs x masked / output channels."""
+    widths = filter_widths(model)
+    saved = 0.0
+    for name, masked in masked_filters(model, widths).items():
+        saved += flops.get(name.removesuffix(".weight"), 0) * masked / widths[name]
+    return int(round(saved))
 
 
 def layer_flops(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, int]:
@@ -46,6 +71,11 @@ def layer_flops(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, int
     counter = FlopCounterMode(display=False)
     with eval_mode(model), torch.no_grad(), counter:
         model(first_example(example_inputs))
+    return module_flops(model, counter)
+
+
+def module_flops(model: nn.Module, counter: FlopCounterMode) -> dict[str, int]:
+    """Module name -> FLOPs ``counter`` counted inside it (children included)."""
     prefix = type(model).__name__
     flops = {}
     for key, by_op in counter.get_flop_counts().items():

@@ -32,6 +32,7 @@ class PruneResult:
     widths_before: dict[str, int] = field(default_factory=dict)  # weight name -> out-channels
     widths_after: dict[str, int] = field(default_factory=dict)
     carried: dict[str, Tensor] = field(default_factory=dict)   # param name -> carry tensor, pruned
+    masked: dict[str, Tensor] = field(default_factory=dict)    # weight name -> filters masked
 
 
 def prune_channels(model: nn.Module, groups: list[ChannelGroup], selection: dict[int, list[int]],

@@ -51,7 +51,7 @@ def evaluate(target: str | Path, *, device: str | None = None, batch_size: int =
     return {"model": str(model_path), "architecture": arch["name"], "dataset": data.name,
             "device": str(torch_device), "batch_size": batch_size, "warmup": warmup,
             "repeats": repeats, "test_acc": accuracy, "test_samples": samples,
-            **sizes(model, dense, example), **speed}
+            **sizes(model, dense, example), **masked_share(model), **speed}
 
 
 def sizes(model: nn.Module, dense: nn.Module, example: torch.Tensor) -> dict[str, int]:
@@ -60,6 +60,16 @@ def sizes(model: nn.Module, dense: nn.Module, example: torch.Tensor) -> dict[str
             "dense_params": pruning.count_params(dense),
             "flops": pruning.count_flops(model, example),
             "dense_flops": pruning.count_flops(dense, example)}
+
+
+def masked_share(model: nn.Module) -> dict[str, Any]:
+    """For a model pruned with ``prune.residual = "masked"``: its masked filters, and the share
+    of its remaining filters they are (masks zero filters but keep computing them)."""
+    widths = pruning.filter_widths(model)
+    masked = sum(widths.values()) - sum(pruning.kept_widths(model).values())
+    if not masked:
+        return {}
+    return {"masked_filters": masked, "masked_frac": masked / sum(widths.values())}
 
 
 def check_counts(batch_size: int, warmup: int, repeats: int | None, max_batch: int = 1) -> None:
@@ -132,4 +142,10 @@ def format_eval(result: dict[str, Any]) -> Group:
         table.add_row(label, f"{pruned:,}", f"{dense:,}", f"{pruned / dense:.1%}" if dense else "–")
     for row in speed_rows(result):
         table.add_row(*row)
-    return Group(table, Text("\n".join([result["model"], *speed_notes(result)])))
+    notes = [result["model"], *speed_notes(result)]
+    if result.get("masked_filters"):
+        notes.append(f"{result['masked_filters']:,} filters ({result['masked_frac']:.1%} of the "
+                     f"model's physical filters) are masked (prune.residual = 'masked'): they count "
+                     f"as pruned in parameters and FLOPs above, but are still computed, so masks "
+                     f"save no latency and raise no throughput.")
+    return Group(table, Text("\n".join(notes)))
