@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from fp import pruning
+from fp.data import seeded_generator
 from fp.engine import optim
 from fp.engine.distributed import broadcast_buffers
 from fp.engine.latency_event import prune_latency
@@ -27,22 +28,27 @@ def draw_scoring(run: Run, index: int, needs_data: bool | None = None) -> tuple[
     ``prune.samples // classes`` of every class (``fp.scoring.sampling``), every rank holding
     its disjoint share; otherwise each rank's shard of the shuffled split gives its first
     ``prune.samples // world_size`` examples, the last batch cut short (fewer if the split is
-    smaller). A data-free measure (``needs_data`` False, by default the
-    run's measure's) gets one example, for the input shape."""
-    prune = run.settings.prune
+    smaller). With ``prune.scoring_augment`` the images are augmented as training images are
+    (random crop and flip, as the paper's code scores them): the same images in the same order,
+    their crops and flips drawn from the draw's seed, so a resumed run and every rank see the
+    same ones. A data-free measure (``needs_data`` False, by default the run's measure's) gets
+    one example, for the input shape."""
+    prune, dataset = run.settings.prune, run.dataset
     if not (run.measure.needs_data if needs_data is None else needs_data):
-        loader = run.dataset.loader("train", 1, device=run.device)
+        loader = dataset.loader("train", 1, device=run.device)
         return [next(iter(loader))], {}
     seed = run.settings.experiment.seed + 7919 * index
     balanced = prune.balanced
     if balanced if balanced is not None else run.measure.balanced:
-        return _balanced(run, seed)
-    loader = run.dataset.loader("train", prune.batch_size, shuffle=True, device=run.device,
-                                seed=seed, rank=run.rank, world_size=run.world_size)
+        return _balanced(run, dataset, seed)
+    loader = dataset.loader("train", prune.batch_size, shuffle=True,
+                            augment=prune.scoring_augment, device=run.device, seed=seed,
+                            rank=run.rank, world_size=run.world_size)
     batches = first_samples(loader, max(1, prune.samples // run.world_size))
     # ranks' shards are equally long, so each holds the same number of samples
     return batches, {"scoring_balanced": False,
-                     "scoring_samples": sum(len(y) for _, y in batches) * run.world_size}
+                     "scoring_samples": sum(len(y) for _, y in batches) * run.world_size,
+                     "scoring_augment": prune.scoring_augment}
 
 
 def first_samples(loader, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -58,23 +64,29 @@ def first_samples(loader, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]
     return batches
 
 
-def _balanced(run: Run, seed: int) -> tuple[list, dict]:
-    """Every rank draws the same balanced set from the whole split, then keeps its share."""
-    prune, classes = run.settings.prune, run.dataset.num_classes
+def _balanced(run: Run, dataset, seed: int) -> tuple[list, dict]:
+    """Every rank draws the same balanced set from the whole split of ``dataset``, augmented
+    alike when ``prune.scoring_augment`` (the loader is rank 0's on every rank), then keeps its
+    share."""
+    prune, classes = run.settings.prune, dataset.num_classes
     quota = sampling.per_class_quota(prune.samples, classes, run.world_size)
-    loader = run.dataset.loader("train", prune.batch_size, shuffle=True, device=run.device,
-                                seed=seed)
+    loader = dataset.loader("train", prune.batch_size, shuffle=True,
+                            augment=prune.scoring_augment, device=run.device, seed=seed)
     x, y = sampling.draw_balanced(loader, classes, quota)
     batches = sampling.rank_share(x, y, prune.batch_size, run.rank, run.world_size)
     return batches, {"scoring_balanced": True, "scoring_samples": len(y),
-                     "scoring_class_counts": sampling.class_counts(y, classes)}
+                     "scoring_class_counts": sampling.class_counts(y, classes),
+                     "scoring_augment": prune.scoring_augment}
 
 
-#: what ScoreContext.info says about a prune event's scoring samples and Hessian-gradient
-#: products, for its record
-RECORD_INFO = ("scoring_balanced", "scoring_samples", "scoring_class_counts", "scoring_layout",
-               "scoring_layout_s", "hvp_method", "hvp_kept", "hvp_probe", "hvp_seconds",
-               "hvp_fallback_reason")
+#: what ScoreContext.info says about a prune event's scoring samples, its seed and
+#: Hessian-gradient products, for its record
+RECORD_INFO = ("scoring_balanced", "scoring_samples", "scoring_class_counts", "scoring_augment",
+               "scoring_seed", "scoring_layout", "scoring_layout_s", "hvp_method", "hvp_kept",
+               "hvp_probe", "hvp_seconds", "hvp_fallback_reason")
+
+#: seeded_generator key that sets an event's scoring seed apart from its data draw's streams
+SCORING_SEED_STREAM = 0x5EED
 
 
 def hvp_record(event: PruneEvent) -> dict:
@@ -85,21 +97,29 @@ def hvp_record(event: PruneEvent) -> dict:
     return {key: info[key] for key in RECORD_INFO if key in info}
 
 
-def scoring_context(run: Run, batches) -> ScoreContext:
-    """The context a prune event scores ``run.measure`` in: at ``prune.temperature`` (None: the
-    measure's own T), on the run's device, with the run's HVP and layout settings."""
+def scoring_context(run: Run, batches, index: int) -> ScoreContext:
+    """The context prune event ``index`` scores ``run.measure`` in: at ``prune.temperature``
+    (None: the measure's own T), on the run's device, with the run's HVP and layout settings.
+    Its ``seed`` (named in ``info["scoring_seed"]``) is a SeedSequence mix of
+    ``experiment.seed``, ``index`` and a stream key: the same on every rank and when a resumed
+    run redoes the event, different for other seeds and events."""
     prune = run.settings.prune
     temperature = run.measure.temperature if prune.temperature is None else prune.temperature
-    return ScoreContext(run.model, batches, temperature=temperature, device=run.device,
-                        hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
-                        layout=prune.scoring_layout)
+    seed = seeded_generator(run.settings.experiment.seed, index,
+                            SCORING_SEED_STREAM).initial_seed()  # the mixed 63-bit seed
+    ctx = ScoreContext(run.model, batches, temperature=temperature, device=run.device,
+                       hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
+                       layout=prune.scoring_layout, seed=seed)
+    ctx.info["scoring_seed"] = seed
+    return ctx
 
 
 def filter_options(run: Run) -> dict:
     """``fp.pruning.prune_filters``'s options as the run's ``prune.*`` settings give them."""
     prune = run.settings.prune
     return {"target_type": prune.target_type, "max_fraction": prune.max_fraction,
-            "protected": tuple(prune.protected), "round_to": prune.round_to}
+            "protected": tuple(prune.protected), "round_to": prune.round_to,
+            "residual": prune.residual}
 
 
 def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor) -> PruneEvent:
@@ -108,7 +128,7 @@ def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Te
     event = PruneEvent(index=index, step=run.step, epoch=run.epoch, target=planned.target,
                        granularity=prune.granularity)
     batches, drawn = draw_scoring(run, index)
-    event.ctx = scoring_context(run, batches)
+    event.ctx = scoring_context(run, batches, index)
     event.ctx.info.update(drawn)
     run.manager.call("before_prune", run=run, event=event)
     scores = score(None, run.measure, None, granularity=event.granularity,
@@ -136,7 +156,10 @@ def _prune_filters(run: Run, event: PruneEvent, example_inputs: torch.Tensor) ->
         result = pruning.prune_filters(run.model, event.scores, event.target,
                                        example_inputs=example_inputs, dense=run.dense,
                                        carry=carry, **filter_options(run))
-    event.removed = result.removed
+    # masked filters (prune.residual = "masked") are pruned filters of their layer too
+    event.removed = {**result.removed, **result.masked}
+    if result.masked:
+        event.info["masked"] = {name: rows.tolist() for name, rows in result.masked.items()}
     event.widths_before, event.widths_after = result.widths_before, result.widths_after
     new_params = dict(run.model.named_parameters())
     momentum = {id(new_params[n]): t for n, t in (result.carried or {}).items() if n in new_params}

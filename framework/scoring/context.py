@@ -39,7 +39,8 @@ class ScoreContext:
     E[g²] out of the gradient pass and ``grad=False`` leaves g out (either, asked for later,
     takes a pass of its own). ``layout`` is the images' memory layout for the passes:
     "contiguous" (as given), "channels_last" or "auto" (decided before the first statistic by
-    timing both, see ``fp.scoring.layout``; named in ``info["scoring_layout"]``).
+    timing both, see ``fp.scoring.layout``; named in ``info["scoring_layout"]``). ``seed``, for
+    measures that draw random numbers, is a prune event's own (None: the measure's).
     """
 
     def __init__(self, model: nn.Module, batches: Iterable | None, *,
@@ -47,7 +48,7 @@ class ScoreContext:
                  weights: dict[str, nn.Parameter] | None = None,
                  input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto",
                  hvp_memory_gb: float | None = None, grad: bool = True,
-                 grad_sq: bool = True, layout: str = "auto"):
+                 grad_sq: bool = True, layout: str = "auto", seed: int | None = None):
         if hvp_method not in HVP_CHOICES:
             raise ConfigError(f"hvp_method {hvp_method!r} is not one of {', '.join(HVP_CHOICES)}.")
         if hvp_memory_gb is not None and not hvp_memory_gb >= 0:
@@ -64,6 +65,7 @@ class ScoreContext:
         self.hvp_method, self.plain, self.squares = hvp_method, grad, grad_sq
         self.layout = layouts.checked_layout(layout)
         self.hvp_memory = None if hvp_memory_gb is None else hvp_memory_gb * 2 ** 30
+        self.seed = seed
         self.info: dict = {}          # shared with views: hvp_method, hvp_seconds, ...
         self._cache: dict = {}        # shared with views: statistics keyed by (kind, T)
 

@@ -49,7 +49,8 @@ def make_run(dataset, *, samples=60, batch_size=16, balanced=None, measure="gras
         dataset=dataset, measure=manager().registries["measures"].build(measure),
         device=torch.device("cpu"), rank=rank, world_size=world_size,
         settings=SimpleNamespace(
-            prune=SimpleNamespace(samples=samples, batch_size=batch_size, balanced=balanced),
+            prune=SimpleNamespace(samples=samples, batch_size=batch_size, balanced=balanced,
+                                  scoring_augment=False),
             experiment=SimpleNamespace(seed=seed)))
 
 
@@ -67,7 +68,7 @@ def test_a_balanced_draw_has_exactly_samples_over_classes_of_each_class():
     assert counts(batches, 3) == [21, 21, 21]  # 64 // 3; the remainder 1 is dropped
     assert [len(y) for _, y in batches] == [16, 16, 16, 15]  # re-batched, last one short
     assert drawn == {"scoring_balanced": True, "scoring_samples": 63,
-                     "scoring_class_counts": [21, 21, 21]}
+                     "scoring_class_counts": [21, 21, 21], "scoring_augment": False}
     assert len(set(images(batches))) == 63
 
 
@@ -107,7 +108,8 @@ def test_which_measures_are_balanced_by_default_and_the_setting_overrides():
     assert fp.Measure.balanced is False
     data = Labelled([90, 10])  # the shuffled split's first batches are mostly class 0
     snip = make_run(data, samples=20, measure="snip")
-    assert draw_scoring(snip, 1)[1] == {"scoring_balanced": False, "scoring_samples": 20}  # exactly prune.samples
+    assert draw_scoring(snip, 1)[1] == {"scoring_balanced": False, "scoring_samples": 20,
+                                        "scoring_augment": False}  # exactly prune.samples
     assert counts(scoring_batches(make_run(data, samples=20, measure="snip", balanced=True), 1),
                   2) == [10, 10]
     assert draw_scoring(make_run(data, samples=20, balanced=False), 1)[1]["scoring_balanced"] \
@@ -141,7 +143,7 @@ def test_the_prune_record_says_how_the_samples_were_drawn():
     event.ctx = ScoreContext(torch.nn.Linear(1, 2), batches)
     event.ctx.info.update(drawn)
     assert hvp_record(event) == {"scoring_balanced": True, "scoring_samples": 30,
-                                 "scoring_class_counts": [15, 15]}
+                                 "scoring_class_counts": [15, 15], "scoring_augment": False}
 
 
 def test_a_real_dataset_draws_balanced_batches():

@@ -148,7 +148,7 @@ def one_event(setup: Setup, name: str, target: float, batches: int | None = None
     drawn = drawn[:batches] if batches else drawn
     drawn_at = clock(device)
     free = free_memory(device)
-    ctx = scoring_context(run, drawn)
+    ctx = scoring_context(run, drawn, 1)
     scores = score(None, measure, None, granularity=FILTER, temperature=ctx.temperature, ctx=ctx)
     scored_at = clock(device)
     model = copy.deepcopy(run.model)
