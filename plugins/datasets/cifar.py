@@ -1,8 +1,10 @@
 """CIFAR-10 and CIFAR-100 (Krizhevsky 2009), the paper's datasets, held in memory as uint8."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -10,27 +12,57 @@ import torchvision
 
 from fp.data import Augmentation, InMemoryDataset, Split, default_data_root
 from fp.errors import DataError
+from fp.validation import check
+
+
+@dataclass(frozen=True)
+class PerChannel:
+    """A constraint (read by ``fp.validation``): one finite number per colour channel (R, G, B),
+    each above zero when ``positive`` (a std divides the pixels)."""
+
+    positive: bool = False
+
+    def allows(self, values: Sequence[float]) -> bool:
+        return len(values) == 3 and all(math.isfinite(v) and (v > 0 or not self.positive)
+                                        for v in values)
+
+    def describe(self) -> str:
+        return f"three {'positive ' if self.positive else ''}numbers, one per channel (R, G, B)"
+
+
+#: normalisation arguments; None means the dataset's own training-set statistics
+ChannelMean = Annotated[Sequence[float], PerChannel()] | None
+ChannelStd = Annotated[Sequence[float], PerChannel(positive=True)] | None
 
 
 class _TorchvisionCifar(InMemoryDataset):
-    """Shared loading for the torchvision CIFAR classes; subclasses name the variant."""
+    """Shared loading for the torchvision CIFAR classes; subclasses name the variant.
+
+    Pixels are normalised per channel as (x - mean) / std on the 0..1 scale; by default with the
+    training set's own statistics (``channel_mean``, ``channel_std``). The paper's code uses
+    mean = std = 0.5 instead, which the paper's gin bases bind (gin/base/cifar10.gin).
+    """
 
     title: ClassVar[str]
     torchvision_class: ClassVar[type]
     archive: ClassVar[str]
     folder: ClassVar[str]
     class_count: ClassVar[int]
-    paper_mean: ClassVar[tuple[float, float, float]]
-    paper_std: ClassVar[tuple[float, float, float]]
+    channel_mean: ClassVar[tuple[float, float, float]]  # of the training images, 0..1 scale
+    channel_std: ClassVar[tuple[float, float, float]]
 
     def __init__(self, root: str | None = None, download: bool = True, augment: bool = True,
-                 crop_padding: int = 4, flip: bool = True):
+                 crop_padding: int = 4, flip: bool = True, mean: ChannelMean = None,
+                 std: ChannelStd = None):
+        check(f"{self.name}.mean", mean, ChannelMean)  # before any download
+        check(f"{self.name}.std", std, ChannelStd)
         self.root = Path(root).expanduser() if root else default_data_root()
         train, test = (self._read(train, download) for train in (True, False))
         # paper: random 32x32 crop of the 4-pixel zero-padded image and a random horizontal flip
         policy = Augmentation(crop_padding if augment else 0, flip and augment)
-        self.set_data(train, test, num_classes=self.class_count, mean=self.paper_mean,
-                      std=self.paper_std, augmentation=policy)
+        self.set_data(train, test, num_classes=self.class_count,
+                      mean=self.channel_mean if mean is None else mean,
+                      std=self.channel_std if std is None else std, augmentation=policy)
 
     def _read(self, train: bool, download: bool) -> Split:
         try:
@@ -57,8 +89,8 @@ class Cifar10(_TorchvisionCifar):
     archive = "cifar-10-python.tar.gz"
     folder = "cifar-10-batches-py"
     class_count = 10
-    paper_mean = (0.4914, 0.4822, 0.4465)
-    paper_std = (0.2470, 0.2435, 0.2616)
+    channel_mean = (0.4914, 0.4822, 0.4465)
+    channel_std = (0.2470, 0.2435, 0.2616)
 
 
 class Cifar100(_TorchvisionCifar):
@@ -70,5 +102,5 @@ class Cifar100(_TorchvisionCifar):
     archive = "cifar-100-python.tar.gz"
     folder = "cifar-100-python"
     class_count = 100
-    paper_mean = (0.5071, 0.4865, 0.4409)
-    paper_std = (0.2673, 0.2564, 0.2762)
+    channel_mean = (0.5071, 0.4865, 0.4409)
+    channel_std = (0.2673, 0.2564, 0.2762)
