@@ -45,7 +45,14 @@ class PruneEvent:
 
 @dataclass
 class Run:
-    """What a plugin can read (and, with care, change) during a run."""
+    """What a plugin can read (and, with care, change) during a run.
+
+    ``eval_set`` is the fixed evaluation set V (``data.eval_samples`` > 0, else empty): batches of
+    at most 512 class-balanced training images as ``(inputs, targets)``, normalised, un-augmented
+    and already on ``device``, the same on every rank, for every measure and on resume. Training
+    uses them like every training image; prune events never score on them. Read it, never change
+    it: it is what a run's losses are comparable on (``fp.data.holdout``).
+    """
 
     out_dir: Path
     manager: "Manager"
@@ -67,6 +74,7 @@ class Run:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # weight granularity
     state: dict[str, Any] = field(default_factory=dict)   # plugin state saved in checkpoints
     settings: "Settings | None" = None  # the same settings, typed (what the engine reads)
+    eval_set: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # V, on device
 
     @property
     def is_main(self) -> bool:

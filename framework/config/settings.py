@@ -99,6 +99,8 @@ class Data:
     dataset: str = "digits"
     train_per_class: Positive | None = None  # class-balanced training subset (None: all), seeded
     test_per_class: Positive | None = None   # class-balanced test subset (None: all), seeded
+    eval_samples: Annotated[int, Range(ge=0)] = 0  # fixed evaluation set V: class-balanced training
+                                             # images, seeded, never scored on (0: none)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from fp.engine.setup import Setup, make_forward, resolve_device, seed_everything
 from fp.manager import Manager
 from fp.run import Run
 from fp.config.settings import Settings
+from fp.data.holdout import SCORING_KEY, hold_out
 from fp.data.subsets import apply_subsets
 
 
@@ -25,6 +26,8 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
     regs = manager.registries
     # the same seeded per-class subset on every rank, and again on resume
     dataset = apply_subsets(regs["datasets"].build(st.data.dataset), st.data, st.experiment.seed)
+    # V: seeded from experiment.seed alone, so the same on every rank, measure and resume
+    held = hold_out(dataset, st.data.eval_samples, st.experiment.seed, device)
     model = pruning.build_model(st.model.architecture, num_classes=dataset.num_classes,
                                 in_channels=dataset.in_channels,
                                 init=st.model.init).to(device)
@@ -46,7 +49,8 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
     run = Run(out_dir=out_dir, manager=manager, model=model, dataset=dataset,
               train_loader=train_loader, test_loader=test_loader,
               optimizer=optim.make_optimizer(model, st.train), measure=measure, device=device,
-              config=st.as_dict(), settings=st, rank=rank, world_size=world_size, dense=dense)
+              config=st.as_dict(), settings=st, rank=rank, world_size=world_size, dense=dense,
+              eval_set=held.batches)
     metrics_log = rundir.MetricsLog(out_dir / "metrics.jsonl")
     setup = Setup(settings=st, run=run, plan=plan,
                   total_epochs=schedule.total_epochs(st.train.epochs, st.prune.rounds),
@@ -59,6 +63,8 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
         rundir.write_text(out_dir / "config.gin", config.config_text())
         run.state["_metrics_writer"] = metrics_log
     run.state["_scoring_batches"] = scoring_batches
+    if held.scoring is not None:  # prune events score on the training split without V
+        run.state[SCORING_KEY] = held.scoring
     ckpt = rundir.load_checkpoint(out_dir)
     if ckpt is not None:
         setup.restore(run, ckpt)

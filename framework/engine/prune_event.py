@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from fp import pruning
-from fp.data import seeded_generator
+from fp.data import scoring_dataset, seeded_generator
 from fp.engine import optim
 from fp.engine.distributed import broadcast_buffers
 from fp.engine.latency_event import prune_latency
@@ -32,8 +32,9 @@ def draw_scoring(run: Run, index: int, needs_data: bool | None = None) -> tuple[
     (random crop and flip, as the paper's code scores them): the same images in the same order,
     their crops and flips drawn from the draw's seed, so a resumed run and every rank see the
     same ones. A data-free measure (``needs_data`` False, by default the run's measure's) gets
-    one example, for the input shape."""
-    prune, dataset = run.settings.prune, run.dataset
+    one example, for the input shape. The training split drawn from lacks the fixed evaluation
+    set's images (``data.eval_samples``; all of it when that is 0)."""
+    prune, dataset = run.settings.prune, scoring_dataset(run)
     if not (run.measure.needs_data if needs_data is None else needs_data):
         loader = dataset.loader("train", 1, device=run.device)
         return [next(iter(loader))], {}
@@ -65,9 +66,9 @@ def first_samples(loader, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def _balanced(run: Run, dataset, seed: int) -> tuple[list, dict]:
-    """Every rank draws the same balanced set from the whole split of ``dataset``, augmented
-    alike when ``prune.scoring_augment`` (the loader is rank 0's on every rank), then keeps its
-    share."""
+    """Every rank draws the same balanced set from the whole split (of ``dataset``: the run's
+    without V), augmented alike when ``prune.scoring_augment`` (the loader is rank 0's on every
+    rank), then keeps its share."""
     prune, classes = run.settings.prune, dataset.num_classes
     quota = sampling.per_class_quota(prune.samples, classes, run.world_size)
     loader = dataset.loader("train", prune.batch_size, shuffle=True,

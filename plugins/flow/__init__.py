@@ -19,6 +19,10 @@ At every prune event (on every rank, since the gradients are all-reduced; logged
 
 Records go to metrics.jsonl as ``{"event": "flow", "at": "start" | "epoch" | "prune", ...}`` and
 to TensorBoard under flow/ and layer/<layer>/ through the ``log_scalars`` hook (``run.log_scalars``).
+
+The fixed evaluation set V (``data.eval_samples`` > 0) is measured here too, but independently of
+``flow.enabled``: loss, accuracy and ‖g‖² on V at every epoch end and just before and after every
+prune event, as ``{"event": "eval_set", ...}`` records (``eval_set``).
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import torch
 
 import fp
 from fp.errors import ConfigError
-from fp.plugins.flow import norms, prune_check
+from fp.plugins.flow import eval_set, norms, prune_check
 from fp.nn import prunable_weights
 from fp.run import layer_tag
 
@@ -85,6 +89,7 @@ def after_step(run, step: int, loss: torch.Tensor) -> None:
 
 @fp.hookimpl
 def before_prune(run, event) -> None:
+    eval_set.log(run, "before_prune", event)  # first, and whatever flow.enabled says
     settings = _settings(run)
     if not settings:
         return
@@ -97,6 +102,7 @@ def before_prune(run, event) -> None:
 
 @fp.hookimpl
 def after_prune(run, event) -> None:
+    eval_set.log(run, "after_prune", event)  # the model after surgery, whatever flow.enabled says
     settings, kept = _settings(run), event.info.pop("flow", None)
     if not settings or kept is None:
         return
@@ -108,6 +114,7 @@ def after_prune(run, event) -> None:
 
 @fp.hookimpl
 def after_epoch(run, epoch: int, metrics: dict[str, float]) -> None:
+    eval_set.log(run, "epoch")  # whatever flow.enabled says
     if not _settings(run) or not run.is_main:
         return
     weights = prunable_weights(run.model)
