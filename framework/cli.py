@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from fp.cli_intervene import intervene_cmd
 from fp.cli_support import device_option, err, executor_option, out, print_summary, print_table
 from fp.errors import FpError
 
@@ -154,6 +155,9 @@ def eval_cmd(
     print(json.dumps(result)) if as_json else out.print(format_eval(result))
 
 
+app.command("intervene")(intervene_cmd)
+
+
 @app.command("bench")
 def bench_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes: a few minutes on 2 CPU cores.")] = False,
@@ -167,10 +171,7 @@ def bench_cmd(
 
     progress = (lambda row: None) if as_json else (lambda row: err.print(f"done: {row['name']}"))
     rows = bench(quick=quick, device=device, on_row=progress)
-    if as_json:
-        print(json.dumps(rows))
-    else:
-        out.print(format_rows(rows))
+    print(json.dumps(rows)) if as_json else out.print(format_rows(rows))
 
 
 def main(argv: list[str] | None = None) -> None:

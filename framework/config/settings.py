@@ -122,6 +122,7 @@ class Experiment:
     channels_last: bool = False
     compile: bool = False                 # torch.compile the model for training steps
     name: str = ""                        # a label for reports; defaults to the config's stem
+    keep_epochs: tuple[int, ...] = ()     # also keep the checkpoints of these epochs (interventions)
 
     def validate(self) -> None:
         problem = device_problem(self.device)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from fp.errors import CheckpointError
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
+#: the checkpoint kept at the end of epoch N (``experiment.keep_epochs``), beside last.pt
+KEPT = re.compile(r"epoch-(\d+)\.pt")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -84,17 +88,38 @@ def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def keep_checkpoint(out_dir: Path, epoch: int) -> Path:
+    """Keep a copy of last.pt, just written at the end of ``epoch``, as epoch-<epoch>.pt:
+    the same file, copied atomically, so a crash never leaves half of one."""
+    source, path = out_dir / CHECKPOINTS / LAST, out_dir / CHECKPOINTS / f"epoch-{epoch}.pt"
+    with source.open("rb") as handle:
+        atomic_write(path, lambda h: shutil.copyfileobj(handle, h))
+    return path
+
+
+def kept_checkpoints(out_dir: Path) -> dict[int, Path]:
+    """Epoch -> the checkpoint kept at its end, in epoch order ({} if none was kept)."""
+    found = {int(m.group(1)): path for path in (out_dir / CHECKPOINTS).glob("epoch-*.pt")
+             if (m := KEPT.fullmatch(path.name))}
+    return dict(sorted(found.items()))
+
+
 def load_checkpoint(out_dir: Path) -> dict[str, Any] | None:
     """The last checkpoint, or None when the run has none; a damaged one is never deleted."""
     path = out_dir / CHECKPOINTS / LAST
     if not path.exists():
         return None
+    return read_checkpoint(path, "move it away to restart the run from scratch, or use another "
+                                 "--out")
+
+
+def read_checkpoint(path: Path, advice: str) -> dict[str, Any]:
+    """The checkpoint at ``path``; a damaged one is a CheckpointError ending in ``advice``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); move it away to "
-            f"restart the run from scratch, or use another --out.") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); "
+                              f"{advice}.") from None
 
 
 def read_summary(out_dir: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from fp.config.settings import Settings
 from fp.engine import optim, rundir
 from fp.engine.latency_event import summary_fields
 from fp.engine.loop import EpochProgress
-from fp.errors import FpError
+from fp.errors import ConfigError, FpError
 from fp.run import Run
 from fp.schedule import PruneStep
 
@@ -57,6 +57,9 @@ class Setup:
     _stats: dict[str, Any] = field(default_factory=dict)
     forward: Callable[[], Callable] = None  # type: ignore[assignment]
 
+    def __post_init__(self) -> None:
+        check_keep_epochs(self.settings.experiment.keep_epochs, self.total_epochs)
+
     def stats(self, run: Run) -> dict[str, Any]:
         if not self._stats:
             self._stats = structure_stats(run.model, self.example_inputs, run.dense)
@@ -76,6 +79,9 @@ class Setup:
             run.state["rewind"] = {n: p.detach().clone() for n, p in run.model.named_parameters()}
         if run.is_main:
             rundir.save_checkpoint(run.out_dir, self.state(run))
+            at_epoch_end = self.progress.batches == 0  # not a prune event's or a stop's mid-epoch save
+            if at_epoch_end and run.epoch in self.settings.experiment.keep_epochs:
+                rundir.keep_checkpoint(run.out_dir, run.epoch)
 
     def state(self, run: Run) -> dict[str, Any]:
         return {
@@ -118,6 +124,14 @@ class Setup:
         return FpError(f"the training loss became NaN or infinite in epoch {run.epoch + 1}; the last "
                        f"good checkpoint is kept in {run.out_dir / rundir.CHECKPOINTS} (lower "
                        f"train.lr or check the data).")
+
+
+def check_keep_epochs(keep: tuple[int, ...], total_epochs: int) -> None:
+    """``experiment.keep_epochs`` names epochs the run completes: whole numbers 1..total_epochs."""
+    if not all(isinstance(e, int) and not isinstance(e, bool) and 1 <= e <= total_epochs
+               for e in keep):
+        raise ConfigError(f"experiment.keep_epochs = {tuple(keep)!r} must name epochs the run "
+                          f"completes, whole numbers from 1 to {total_epochs}.")
 
 
 def structure_stats(model: torch.nn.Module, example_inputs: torch.Tensor, dense: dict) -> dict[str, Any]:
