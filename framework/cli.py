@@ -127,12 +127,13 @@ def sweep_cmd(
 @app.command("report")
 def report_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories or sweep folders.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where report.md, report.csv and plots go.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where report.md, report.csv, claims.md and plots go.")],
+    interventions: Annotated[Optional[Path], typer.Option(help="fp intervene's interventions.jsonl, or its folder (default: any in the folders given or their subfolders).")] = None,
 ) -> None:
-    """Summarise runs: report.md and report.csv (mean ± std over seeds) and PNG plots."""
+    """Summarise runs: report.md and report.csv (mean ± std over seeds), claims.md (the paper's claims, paired over seeds) and PNG plots."""
     from fp.tools.report.document import report
 
-    path = report(run_dirs, out_dir)
+    path = report(run_dirs, out_dir, interventions=interventions)
     out.print(f"wrote {path} (report.csv and figures beside it)")
 
 

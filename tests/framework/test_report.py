@@ -68,6 +68,21 @@ def test_seeds_of_one_configuration_make_one_row_with_mean_and_std(tmp_path):
     assert "| magnitude | small_cnn | digits | 0.7 | 60.00 |" in text
 
 
+def test_every_table_with_test_accuracy_shows_the_best_epoch_beside_the_final_one(tmp_path):
+    fake_run(tmp_path / "runs" / "a", measure="grasp", seed=0, test_acc=0.6)
+    fake_run(tmp_path / "runs" / "b", measure="grasp", seed=1, test_acc=0.62)
+    fake_run(tmp_path / "runs" / "c", measure="grad_norm", test_acc=0.8)
+    md = report([tmp_path / "runs"], tmp_path / "out")
+    text = md.read_text()
+    assert "| final test acc (%) | best test acc (%) |" in text
+    assert "| grasp | small_cnn | digits | 0.5 | 61.00 ± 1.41 | 66.00 ± 1.41 |" in text
+    claims = (md.parent / "claims.md").read_text()
+    # claim (iii)'s outcome compares final accuracies and shows the best beside them
+    assert ("| measure | seeds | params kept | FLOPs kept | final test acc (%) | best test acc (%) |"
+            in claims)
+    assert "| grasp | 2 | 40.0% | 30.0% | 61 ± 1.4 | 66 ± 1.4 |" in claims
+    assert "| grad_norm | 1 | 40.0% | 30.0% | 80 (1 seed) | 85 (1 seed) |" in claims
+
 def test_the_figures_render_and_report_md_links_them_relatively(tmp_path):
     fake_run(tmp_path / "runs" / "a", seed=0)
     fake_run(tmp_path / "runs" / "b", seed=1, test_acc=0.85)

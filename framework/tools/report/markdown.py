@@ -21,7 +21,8 @@ def markdown(rows: list[dict], figures: list[Path], configs: list[Config]) -> st
                      "filters kept", "wall time", "seeds"]
     lines = ["# flowprune report", "",
              f"{sum(len(c.runs) for c in configs)} runs in {len(configs)} configurations; "
-             "accuracies are mean ± std over seeds.", "",
+             "accuracies are mean ± std over seeds; final is the last epoch's test accuracy, best "
+             "the highest of any epoch (the paper's code reports its best checkpoint).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row[k]) for k in keys] + [

@@ -36,6 +36,7 @@ class RunRecord:
     epochs: list[dict] = field(default_factory=list)
     prunes: list[dict] = field(default_factory=list)
     flows: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)   # "eval_set": L_V, accuracy, ‖g‖² on V
 
     @property
     def key(self) -> tuple:
@@ -122,7 +123,8 @@ def load_run(path: Path) -> RunRecord:
     if not isinstance(summary, dict):
         raise ConfigError(f"{summary_path} does not hold a JSON object.")
     record = RunRecord(path, summary)
-    kinds = {"epoch": record.epochs, "prune": record.prunes, "flow": record.flows}
+    kinds = {"epoch": record.epochs, "prune": record.prunes, "flow": record.flows,
+             "eval_set": record.evals}
     for entry in read_jsonl(path / "metrics.jsonl"):
         kinds.get(entry.get("event"), []).append(entry)
     return record
