@@ -17,15 +17,37 @@ FILES = [(study, folder / f"{m}.gin") for study, folder in STUDIES.items()
          for m in ("base", *MEASURES)]
 TINY = ["data.dataset = 'synthetic'", "synthetic.num_train = 256", "synthetic.num_test = 32",
         "synthetic.shape = (3, 32, 32)", "data.train_per_class = None",
-        "data.test_per_class = None", "flow.enabled = False"]
+        "data.test_per_class = None", "data.eval_samples = 50", "flow.enabled = False"]
 #: study -> what its files declare
-DECLARED = {"claims": {"epochs": 8, "rounds": 3, "train_per_class": 500, "first_width": 16},
+DECLARED = {"claims": {"epochs": 22, "rounds": 10, "train_per_class": 200, "first_width": 16},
             "claims/paper": {"epochs": 160, "rounds": 25, "train_per_class": None, "first_width": 64}}
 
 
+#: study -> its files beside base.gin and the measures'
+ARMS = {"claims": ("capacity", "dense"), "claims/paper": ()}
+
+
 def test_every_measure_of_both_studies_has_its_file():
-    for folder in STUDIES.values():
-        assert sorted(p.stem for p in folder.glob("*.gin")) == sorted(("base", *MEASURES))
+    for study, folder in STUDIES.items():
+        assert sorted(p.stem for p in folder.glob("*.gin")) == sorted(
+            ("base", *MEASURES, *ARMS[study]))
+
+
+def test_the_cpu_study_declares_v_its_capacity_arm_and_its_dense_checkpoints(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.chdir(REPO)
+    manager = make_manager(autoload=False)
+    root = ["imagefolder.root = '/data/cifar10'"]
+    base = config.parse([str(STUDIES["claims"] / "base.gin")], root, manager)
+    assert base.data.eval_samples == 1000 and base.data.test_per_class is None
+    assert base.train.milestones == (20, 21)  # 10 epochs at LR 0.1 after the 10th prune
+    capacity = config.parse([str(STUDIES["claims"] / "capacity.gin")], root, manager)
+    assert (capacity.prune.target_type, capacity.prune.target) == ("params", pytest.approx(0.9))
+    dense = config.parse([str(STUDIES["claims"] / "dense.gin")], root, manager)
+    assert dense.prune.target == 0 and dense.experiment.keep_epochs == (1, 2, 5, 10, 20)
+    settings = config.parse([str(STUDIES["claims"] / "dense.gin")], TINY, manager)
+    setup = build_setup(settings, manager, tmp_path / "run")
+    assert setup.plan == [] and len(setup.run.eval_set) > 0
 
 
 @pytest.mark.parametrize("study,path", FILES, ids=lambda v: v if isinstance(v, str) else v.name)
