@@ -6,6 +6,8 @@ import gin
 import pytest
 import torch
 
+import fp
+
 
 @pytest.fixture(autouse=True)
 def _clean_gin_and_seed():
@@ -41,3 +43,24 @@ def bind():
         with gin.unlock_config():
             gin.parse_config(list(bindings))
     return parse
+
+
+class StopAfterEpoch:
+    """A plugin that fails the run once ``epoch`` epochs are done (their checkpoint written)."""
+
+    __name__ = "stop_after_epoch"
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    @fp.hookimpl
+    def after_epoch(self, run, epoch, metrics):
+        if epoch == self.epoch:
+            raise RuntimeError("stopped by the test")
+
+
+@pytest.fixture
+def stopped_after_epoch():
+    """``stopped_after_epoch(n)``: a plugin manager (built-ins only) whose run fails with
+    "stopped by the test" once n epochs are done, their checkpoint written: a run to resume."""
+    return lambda epoch: fp.make_manager(autoload=False, plugins=(StopAfterEpoch(epoch),))

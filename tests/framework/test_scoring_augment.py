@@ -93,20 +93,6 @@ RUN = ["train.epochs = 3", "prune.rounds = 2", "prune.target = 0.5", "prune.samp
        "digits.size = 8", "train.batch_size = 128", "flow.enabled = False"]
 
 
-class StopAfterEpoch:
-    """A plugin that fails the run once ``epoch`` epochs are done (their checkpoint written)."""
-
-    __name__ = "stop_after_epoch"
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    @fp.hookimpl
-    def after_epoch(self, run, epoch, metrics):
-        if epoch == self.epoch:
-            raise RuntimeError("stopped by the test")
-
-
 def quick(tmp_path, name, *extra, manager=None):
     return run_experiment(["gin/quickstart.gin"], RUN + list(extra), out=tmp_path / name,
                           quiet=True, manager=manager)
@@ -117,13 +103,13 @@ def prune_records(outcome) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["event"] == "prune"]
 
 
-def test_a_run_records_augmented_scoring_and_resumes_to_the_same_model(tmp_path):
+def test_a_run_records_augmented_scoring_and_resumes_to_the_same_model(tmp_path, stopped_after_epoch):
     augment = "prune.scoring_augment = True"
     whole = quick(tmp_path, "whole", augment)
     assert [r["scoring_augment"] for r in prune_records(whole)] == [True, True]
     with pytest.raises(Exception, match="stopped by the test"):  # after event 1, before event 2
         quick(tmp_path, "cut", augment,
-              manager=fp.make_manager(autoload=False, plugins=(StopAfterEpoch(1),)))
+              manager=stopped_after_epoch(1))
     resumed = quick(tmp_path, "cut", augment)
     assert resumed.resumed
     assert [r["widths"] for r in prune_records(resumed)] == \

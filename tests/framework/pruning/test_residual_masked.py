@@ -174,7 +174,7 @@ def masked_rows_are_zero(model):
     return all(torch.count_nonzero(params[n][~m]) == 0 for n, m in filter_masks(model).items())
 
 
-def test_a_masked_run_keeps_masks_zero_through_training_and_resume(tmp_path):
+def test_a_masked_run_keeps_masks_zero_through_training_and_resume(tmp_path, stopped_after_epoch):
     whole = run_experiment(["gin/quickstart.gin"], RUN, out=tmp_path / "whole", quiet=True)
     model = whole.model
     assert filter_masks(model) and masked_rows_are_zero(model)
@@ -194,7 +194,7 @@ def test_a_masked_run_keeps_masks_zero_through_training_and_resume(tmp_path):
     # stop after the first prune event, then resume: the same final weights and masks
     with pytest.raises(Exception):
         run_experiment(["gin/quickstart.gin"], RUN, out=tmp_path / "cut", quiet=True,
-                       manager=fp.make_manager(autoload=False, plugins=(StopAfterEpoch(2),)))
+                       manager=stopped_after_epoch(2))
     resumed = run_experiment(["gin/quickstart.gin"], RUN, out=tmp_path / "cut", quiet=True)
     assert resumed.resumed and filter_masks(resumed.model)
     assert resumed.summary["filters_kept"] == s["filters_kept"]
@@ -204,20 +204,6 @@ def test_a_masked_run_keeps_masks_zero_through_training_and_resume(tmp_path):
     for name, mask in filter_masks(model).items():
         assert torch.equal(filter_masks(resumed.model)[name], mask)
     assert masked_rows_are_zero(resumed.model)
-
-
-class StopAfterEpoch:
-    """A plugin that fails the run once ``epoch`` epochs are done (their checkpoint written)."""
-
-    __name__ = "stop_after_epoch"
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    @fp.hookimpl
-    def after_epoch(self, run, epoch, metrics):
-        if epoch == self.epoch:
-            raise RuntimeError("stopped by the test")
 
 
 def test_settings_refuse_masked_residual_with_weights_or_latency(tmp_path):

@@ -91,25 +91,11 @@ def test_experiment_seeds_prune_different_architectures_and_one_seed_repeats(tmp
     assert seeds != [r["scoring_seed"] for r in prune_records(other.out_dir)]
 
 
-class StopAfterEpoch:
-    """A plugin that fails the run once ``epoch`` epochs are done (their checkpoint written)."""
-
-    __name__ = "stop_after_epoch"
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    @fp.hookimpl
-    def after_epoch(self, run, epoch, metrics):
-        if epoch == self.epoch:
-            raise RuntimeError("stopped by the test")
-
-
-def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path):
+def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, stopped_after_epoch):
     whole = quick(tmp_path, name="whole")
     with pytest.raises(Exception, match="stopped by the test"):  # after event 1, before event 2
         quick(tmp_path, name="cut",
-              manager=fp.make_manager(autoload=False, plugins=(StopAfterEpoch(1),)))
+              manager=stopped_after_epoch(1))
     resumed = quick(tmp_path, name="cut")
     assert resumed.resumed
     assert widths(resumed) == widths(whole)
