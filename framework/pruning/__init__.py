@@ -22,7 +22,8 @@ from fp.pruning.stats import (count_flops, count_params, dense_stats, filter_wid
 from fp.pruning.surgery import PruneResult, prune_channels
 
 __all__ = ["ChannelGroup", "LatencyPrune", "Probe", "PruneResult", "RESIDUAL_MODES", "TARGET_TYPES",
-           "apply_filter_masks", "apply_masks", "filter_masks", "kept_widths", "masked_filter_counts",
+           "apply_filter_masks", "apply_masks", "filter_masks", "kept_widths",
+           "masked_filter_counts",
            "build_model", "channel_groups", "count_flops", "count_params", "dense_reference",
            "dense_stats", "filter_widths", "load", "measured_latency", "model_from_state",
            "model_state", "prunable_filters", "prune", "prune_channels", "prune_filters",

@@ -37,7 +37,8 @@ def set_filter_masks(model: nn.Module, masks: dict[str, Tensor]) -> None:
             raise PruningError(f"the filter mask {name!r} (length {len(mask)}) does not fit the "
                                f"model's parameter of that name (shape {shape}).")
     if masks:
-        setattr(model, ATTRIBUTE, {name: mask.detach().bool().cpu() for name, mask in masks.items()})
+        kept = {name: mask.detach().bool().cpu() for name, mask in masks.items()}
+        setattr(model, ATTRIBUTE, kept)
         apply_filter_masks(model)
     elif hasattr(model, ATTRIBUTE):
         delattr(model, ATTRIBUTE)

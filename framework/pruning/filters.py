@@ -16,9 +16,9 @@ from fp.pruning.costs import slot_costs
 from fp.pruning.filter_masks import filter_masks
 from fp.pruning.groups import channel_groups
 from fp.pruning.residual import (Residual, apply_selection, check_residual, mask_costs,
-                                 select_masked, split_residual)
+                                 ranked_filters, split_residual)
 from fp.pruning.select import (DEFAULT_MAX_FRACTION, check_fraction, check_round_to, check_target,
-                               selection_saving)
+                               select_ranked)
 from fp.pruning.stats import (count_flops, count_params, filter_widths, kept_widths, layer_flops,
                               prunable_filters)
 from fp.pruning.surgery import PruneResult, check_surgery, prune_channels
@@ -71,13 +71,12 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
                  else Residual(groups=groups))
         costs = slot_costs(split.groups, target_type, model, example_inputs)
         flops = layer_flops(model, example_inputs) if target_type == "flops" else None
-        mask_cost = mask_costs(split.masked, target_type, model, flops)
-        selection, to_mask = select_masked(model, split, scores, need, costs, mask_cost,
-                                           dense_widths=dense_widths, max_fraction=max_fraction,
-                                           round_to=round_to)
-        saving = selection_saving(selection, split.groups, costs) + sum(
-            float(cost[filters].sum()) for cost, filters in
-            ((mask_cost[i], to_mask.get(layer.name, [])) for i, layer in enumerate(split.masked)))
+        singles = ranked_filters(model, split.masked, scores,
+                                 mask_costs(split.masked, target_type, model, flops),
+                                 dense_widths, max_fraction)
+        selection, to_mask, saving = select_ranked(split.groups, scores, need, costs, singles,
+                                                   dense_widths=dense_widths,
+                                                   max_fraction=max_fraction, round_to=round_to)
         if saving < need - TOLERANCE * dense_total:
             raise unreachable(target, target_type, max_fraction,
                               f"about {max(target - (need - saving) / dense_total, 0.0):.3f}",
@@ -85,7 +84,7 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
         if not selection and not to_mask:
             break
         for name, rows in apply_selection(model, split, to_mask).items():
-            result.masked[name] = torch.cat([result.masked[name], rows]) if name in result.masked else rows
+            result.masked[name] = torch.cat([result.masked.get(name, rows[:0]), rows])
         if selection:
             step = prune_channels(model, split.groups, selection, carry=result.carried)
             result.carried = step.carried

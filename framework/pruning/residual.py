@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from fp.errors import ConfigError
 from fp.pruning.filter_masks import filter_masks, mask_rows
 from fp.pruning.groups import ChannelGroup
-from fp.pruning.select import ranked_slots, rounded_walk, steps_selection
+from fp.pruning.select import Single
 
 RESIDUAL_MODES = ("tied", "masked")
 
@@ -122,12 +122,13 @@ def mask_costs(layers: list[MaskedLayer], target_type: str, model: nn.Module,
 
 
 def ranked_filters(model: nn.Module, layers: list[MaskedLayer], filter_scores: dict[str, Tensor],
-                   dense_widths: dict[str, int], max_fraction: float,
-                   offset: int) -> list[tuple[float, int, int]]:
-    """(score, offset + layer index, filter) of every unmasked filter the cap lets go."""
+                   costs: list[Tensor], dense_widths: dict[str, int],
+                   max_fraction: float) -> list[Single]:
+    """Every unmasked filter of ``layers`` the cap lets go, as ``select_ranked``'s single
+    candidates: (score, layer weight name, filter, the saving of masking it)."""
     masks = filter_masks(model)
     candidates = []
-    for index, layer in enumerate(layers):
+    for layer, cost in zip(layers, costs):
         if layer.name not in filter_scores:
             continue
         scores = filter_scores[layer.name].detach().float().cpu()
@@ -135,37 +136,9 @@ def ranked_filters(model: nn.Module, layers: list[MaskedLayer], filter_scores: d
         dense = max(dense_widths.get(layer.name, layer.width), layer.width)
         allowed = math.floor(max_fraction * dense + 1e-9) - (dense - int(kept.sum()))
         room = max(0, min(allowed, int(kept.sum()) - 1))
-        alive = [(float(scores[f]), offset + index, f) for f in kept.nonzero().view(-1).tolist()]
-        candidates.extend(sorted(alive)[:room])
+        alive = sorted((float(scores[f]), f) for f in kept.nonzero().view(-1).tolist())
+        candidates += [(score, layer.name, f, float(cost[f])) for score, f in alive[:room]]
     return candidates
-
-
-def select_masked(model: nn.Module, split: Residual, filter_scores: dict[str, Tensor],
-                  need: float, slot_costs: list[Tensor], filter_costs: list[Tensor], *,
-                  dense_widths: dict[str, int], max_fraction: float,
-                  round_to: int = 1) -> tuple[dict[int, list[int]], dict[str, list[int]]]:
-    """One global ranking of the removable groups' slots and the masked layers' filters, walked
-    until the saving reaches ``need``: ({group index: channels to remove}, {layer weight name:
-    filters to mask})."""
-    groups = split.groups
-    ranked = ranked_slots(groups, filter_scores, dense_widths, max_fraction, round_to)
-    offset = len(groups)
-    merged = sorted(ranked + ranked_filters(model, split.masked, filter_scores, dense_widths,
-                                            max_fraction, offset))
-    walk = rounded_walk(groups, ranked, round_to)  # yields once per entry of ``ranked``, in order
-    taken, masked, saved = [], {}, 0.0
-    for _, index, slot in merged:
-        if saved >= need:
-            break
-        if index < offset:
-            group_index, slots = next(walk)
-            taken.append((group_index, slots))
-            saved += sum(float(slot_costs[group_index][s]) for s in slots)
-        else:
-            layer = split.masked[index - offset]
-            masked.setdefault(layer.name, []).append(slot)
-            saved += float(filter_costs[index - offset][slot])
-    return steps_selection(groups, taken), {name: sorted(f) for name, f in masked.items()}
 
 
 def apply_selection(model: nn.Module, split: Residual,
@@ -182,4 +155,4 @@ def apply_selection(model: nn.Module, split: Residual,
 
 
 __all__ = ["MaskedLayer", "RESIDUAL_MODES", "Residual", "apply_selection", "check_residual",
-           "feeds_add", "mask_costs", "select_masked", "split_residual"]
+           "feeds_add", "mask_costs", "ranked_filters", "split_residual"]

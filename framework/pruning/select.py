@@ -87,16 +87,42 @@ def select_channels(groups: list[ChannelGroup], filter_scores: dict[str, Tensor]
     """{group index: sorted channel indices} whose saving first reaches ``need``; fewer when
     the cap runs out of slots. ``dense_widths`` (weight name -> dense output channels) anchor
     the cap; a group missing from it counts its current width as dense."""
+    return select_ranked(groups, filter_scores, need, slot_costs, [], dense_widths=dense_widths,
+                         max_fraction=max_fraction, round_to=round_to)[0]
+
+
+#: a candidate that goes one filter at a time: (score, weight name, filter, saving)
+Single = tuple[float, str, int, float]
+
+
+def select_ranked(groups: list[ChannelGroup], filter_scores: dict[str, Tensor], need: float,
+                  slot_costs: list[Tensor], singles: list[Single], *,
+                  dense_widths: dict[str, int] | None = None,
+                  max_fraction: float = DEFAULT_MAX_FRACTION,
+                  round_to: int = 1) -> tuple[dict[int, list[int]], dict[str, list[int]], float]:
+    """One global ranking of the groups' slots and of ``singles`` (further candidates that go
+    one filter at a time: the masked residual filters of ``residual``), lowest score first (a
+    tie: slots first), walked until the saving reaches ``need``. Returns ({group index: sorted
+    channel indices}, {weight name: sorted filters}, the saving)."""
     check_fraction(max_fraction)
     check_round_to(round_to)
     ranked = ranked_slots(groups, filter_scores, dense_widths or {}, max_fraction, round_to)
-    taken, saved = [], 0.0
-    for index, slots in rounded_walk(groups, ranked, round_to):
+    merged = sorted([(score, 0, i) for i, (score, _, _) in enumerate(ranked)]
+                    + [(single[0], 1, i) for i, single in enumerate(singles)])
+    walk = rounded_walk(groups, ranked, round_to)  # one step per entry of ``ranked``, in order
+    taken, chosen, saved = [], {}, 0.0
+    for _, kind, position in merged:
         if saved >= need:
             break
-        taken.append((index, slots))
-        saved += sum(float(slot_costs[index][slot]) for slot in slots)
-    return steps_selection(groups, taken)
+        if kind == 0:
+            index, slots = next(walk)
+            taken.append((index, slots))
+            saved += sum(float(slot_costs[index][slot]) for slot in slots)
+        else:
+            _, name, channel, saving = singles[position]
+            chosen.setdefault(name, []).append(channel)
+            saved += saving
+    return (steps_selection(groups, taken), {n: sorted(c) for n, c in chosen.items()}, saved)
 
 
 def rounded_steps(groups: list[ChannelGroup], ranked: list[tuple[float, int, int]],
@@ -114,16 +140,6 @@ def steps_selection(groups: list[ChannelGroup],
         for slot in slots:
             chosen.setdefault(index, []).extend(groups[index].slot_channels(slot))
     return {index: sorted(channels) for index, channels in sorted(chosen.items())}
-
-
-def selection_saving(selection: dict[int, list[int]], groups: list[ChannelGroup],
-                     slot_costs: list[Tensor]) -> float:
-    """The estimated saving of ``selection``."""
-    total = 0.0
-    for index, channels in selection.items():
-        slots = {channel % groups[index].slots for channel in channels}
-        total += float(sum(slot_costs[index][slot] for slot in slots))
-    return total
 
 
 def check_fraction(max_fraction: float) -> None:
