@@ -152,6 +152,16 @@ def test_the_capacity_matched_arm_is_a_setting_of_its_own(tmp_path):
     assert "capacity-matched arm" in claims[1].scope and "target_type params" in claims[1].scope
 
 
+def test_dense_runs_form_no_setting(tmp_path):
+    """The interventions' checkpoint runs (target 0) are not full runs of any measure."""
+    runs(tmp_path, "magnitude", [1.0, 1.1, 0.9, 1.2, 1.0])
+    runs(tmp_path, "snip", [1.5, 1.4, 1.6, 1.9, 1.3])
+    dense = write_run(tmp_path / "dense", "magnitude", 0)
+    summary = json.loads((dense / "summary.json").read_text())
+    (dense / "summary.json").write_text(json.dumps({**summary, "target": 0.0}))
+    assert [c.verdict for c in judged(tmp_path)["i"]] == [paired.SUPPORTED]
+
+
 # --- claims (ii) and (iii) from interventions ------------------------------------------------
 
 def first_order_rows(snip: list[float], magnitude: list[float], others=("grasp",)) -> list[dict]:

@@ -48,9 +48,13 @@ class Setting:
 
 
 def settings_of(configs: Sequence[Config]) -> list[Setting]:
-    """Configurations grouped by everything but the measure, in the configurations' order."""
+    """Configurations grouped by everything but the measure, in the configurations' order.
+    Dense runs (target 0, such as the interventions' checkpoint runs) prune nothing, so no
+    measure acts in them: they form no setting."""
     groups: dict[tuple, list[Config]] = {}
     for config in configs:
+        if not config.summary.get("target"):
+            continue
         groups.setdefault(tuple(config.summary.get(k) for k in GROUP_KEYS if k != "measure"),
                           []).append(config)
     return [Setting(members) for members in groups.values()]
