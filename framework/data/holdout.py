@@ -19,7 +19,7 @@ import torch
 
 from fp.data.loader import InMemoryDataset, Split
 from fp.data.subsets import _check_in_memory  # the one refusal of a streaming dataset
-from fp.data.transforms import seeded_generator
+from fp.data.subsets import balanced_indices
 from fp.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -45,12 +45,7 @@ class Holdout:
 def evaluation_indices(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
     """Ascending indices of ``per_class`` random examples of every class present in ``labels``,
     each class from its own stream of ``seed``."""
-    chosen = []
-    for cls in torch.unique(labels).tolist():
-        members = (labels == cls).nonzero().view(-1)
-        gen = seeded_generator(seed, EVAL_STREAM, cls)
-        chosen.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
-    return torch.cat(chosen).sort().values
+    return balanced_indices(labels, per_class, seed, EVAL_STREAM)
 
 
 def hold_out(dataset: Any, eval_samples: int, seed: int, device: torch.device) -> Holdout:

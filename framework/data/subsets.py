@@ -22,10 +22,16 @@ _SPLIT_STREAM = {"train": 0, "test": 1}
 
 def per_class_indices(labels: torch.Tensor, count: int, *, seed: int, split: str) -> torch.Tensor:
     """Ascending indices of ``count`` random examples of every class present in ``labels``."""
+    return balanced_indices(labels, count, seed, _SUBSET_STREAM, _SPLIT_STREAM[split])
+
+
+def balanced_indices(labels: torch.Tensor, count: int, *keys: int) -> torch.Tensor:
+    """Ascending indices of ``count`` random examples of every class present in ``labels``, each
+    class drawn from its own stream ``seeded_generator(*keys, class)``."""
     chosen = []
     for cls in torch.unique(labels).tolist():
         members = (labels == cls).nonzero().view(-1)
-        gen = seeded_generator(seed, _SUBSET_STREAM, _SPLIT_STREAM[split], cls)
+        gen = seeded_generator(*keys, cls)
         chosen.append(members[torch.randperm(len(members), generator=gen)[:count]])
     return torch.cat(chosen).sort().values
 
