@@ -108,7 +108,7 @@ class Model:
     """Which architecture (registry name); its own arguments bind on it, e.g. vgg13.width."""
 
     architecture: str = "small_cnn"
-    init: Annotated[str | None, OneOf("torch_default", "kaiming_fan_out", None)] = None
+    init: Annotated[str | None, OneOf("torch_default", "kaiming_fan_out")] = None
     # None: the architecture's own default ("torch_default" for the paper's models)
 
 

@@ -35,7 +35,7 @@ KAIMING_FAN_OUT = "kaiming_fan_out"
 #: the initialisation schemes an architecture can be built with (``model.init``)
 INITS = (TORCH_DEFAULT, KAIMING_FAN_OUT)
 #: an ``init`` constructor argument: a scheme, or None for the architecture's default
-Init = Annotated[str | None, OneOf(*INITS, None)]
+Init = Annotated[str | None, OneOf(*INITS)]
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
