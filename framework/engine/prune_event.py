@@ -5,6 +5,7 @@ import torch
 
 from fp import pruning
 from fp.data import scoring_dataset, seeded_generator
+from fp.errors import ConfigError
 from fp.engine import optim
 from fp.engine.distributed import broadcast_buffers
 from fp.engine.latency_event import prune_latency
@@ -73,7 +74,14 @@ def _balanced(run: Run, dataset, seed: int) -> tuple[list, dict]:
     quota = sampling.per_class_quota(prune.samples, classes, run.world_size)
     loader = dataset.loader("train", prune.batch_size, shuffle=True,
                             augment=prune.scoring_augment, device=run.device, seed=seed)
-    x, y = sampling.draw_balanced(loader, classes, quota)
+    try:
+        x, y = sampling.draw_balanced(loader, classes, quota)
+    except ConfigError as exc:
+        held = run.settings.data.eval_samples
+        if dataset is run.dataset or not held:
+            raise
+        raise ConfigError(f"{str(exc).rstrip('.')} once data.eval_samples = {held} holds "
+                          f"{held // classes} of every class out of the scoring draws.") from None
     batches = sampling.rank_share(x, y, prune.batch_size, run.rank, run.world_size)
     return batches, {"scoring_balanced": True, "scoring_samples": len(y),
                      "scoring_class_counts": sampling.class_counts(y, classes),

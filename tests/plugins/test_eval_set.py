@@ -229,6 +229,18 @@ def test_more_per_class_than_a_class_can_spare_is_refused(tmp_path):
     assert "fewer than the 4 classes" in one_sentence(error)
 
 
+def test_a_balanced_draw_short_of_images_names_v(tmp_path):
+    """grasp's balanced draw asks more of a class than V leaves: the sentence says V took them."""
+    run = build(tmp_path, "data.eval_samples = 400", "prune.measure = 'grasp'",
+                "prune.samples = 280")  # 70 a class, of the ~50 that V leaves
+    with pytest.raises(ConfigError) as error:
+        run.scoring_batches(1)
+    text = one_sentence(error)
+    assert "asks 70 images of every class" in text
+    assert text.endswith("once data.eval_samples = 400 holds 100 of every class out of the "
+                         "scoring draws.")
+
+
 def test_a_streaming_dataset_is_refused(tmp_path):
     class Streamed(fp.Dataset):
         name = "streamed"
