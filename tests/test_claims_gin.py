@@ -19,7 +19,7 @@ TINY = ["data.dataset = 'synthetic'", "synthetic.num_train = 256", "synthetic.nu
         "synthetic.shape = (3, 32, 32)", "data.train_per_class = None",
         "data.test_per_class = None", "data.eval_samples = 50", "flow.enabled = False"]
 #: study -> what its files declare
-DECLARED = {"claims": {"epochs": 22, "rounds": 10, "train_per_class": 200, "first_width": 16},
+DECLARED = {"claims": {"epochs": 22, "rounds": 10, "train_per_class": 100, "first_width": 16},
             "claims/paper": {"epochs": 160, "rounds": 25, "train_per_class": None, "first_width": 64}}
 
 
@@ -39,7 +39,7 @@ def test_the_cpu_study_declares_v_its_capacity_arm_and_its_dense_checkpoints(tmp
     manager = make_manager(autoload=False)
     root = ["imagefolder.root = '/data/cifar10'"]
     base = config.parse([str(STUDIES["claims"] / "base.gin")], root, manager)
-    assert base.data.eval_samples == 1000 and base.data.test_per_class is None
+    assert base.data.eval_samples == 300 and base.data.test_per_class is None
     assert base.train.milestones == (20, 21)  # 10 epochs at LR 0.1 after the 10th prune
     capacity = config.parse([str(STUDIES["claims"] / "capacity.gin")], root, manager)
     assert (capacity.prune.target_type, capacity.prune.target) == ("params", pytest.approx(0.9))
