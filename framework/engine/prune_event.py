@@ -77,9 +77,9 @@ def _balanced(run: Run, dataset, seed: int) -> tuple[list, dict]:
     try:
         x, y = sampling.draw_balanced(loader, classes, quota)
     except ConfigError as exc:
-        held = run.settings.data.eval_samples
-        if dataset is run.dataset or not held:
+        if dataset is run.dataset:  # nothing held out
             raise
+        held = run.settings.data.eval_samples
         raise ConfigError(f"{str(exc).rstrip('.')} once data.eval_samples = {held} holds "
                           f"{held // classes} of every class out of the scoring draws.") from None
     batches = sampling.rank_share(x, y, prune.batch_size, run.rank, run.world_size)
