@@ -2,6 +2,11 @@
 scoring in the images' own layout (no timed choice, so no test depends on this machine's speed)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import gin
 import pytest
 import torch
@@ -64,3 +69,15 @@ def stopped_after_epoch():
     """``stopped_after_epoch(n)``: a plugin manager (built-ins only) whose run fails with
     "stopped by the test" once n epochs are done, their checkpoint written: a run to resume."""
     return lambda epoch: fp.make_manager(autoload=False, plugins=(StopAfterEpoch(epoch),))
+
+
+@pytest.fixture
+def installed_fp():
+    """``installed_fp(*args)``: the installed ``fp`` console script run in a subprocess from the
+    repository root (third-party plugins off, a wide terminal, no debug tracebacks)."""
+    script, repo = Path(sys.executable).with_name("fp"), Path(__file__).parents[1]
+    env = {**os.environ, "FP_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "250"}
+    env.pop("FP_DEBUG", None)
+    return lambda *args: subprocess.run([str(script), *args], cwd=repo, env=env,
+                                        capture_output=True, text=True, timeout=600,
+                                        stdin=subprocess.DEVNULL)

@@ -3,8 +3,6 @@ architecture, through ``evaluate``, the ``fp`` entry point and the installed con
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -198,15 +196,8 @@ def test_fp_eval_prints_json_and_a_table(run_dir, monkeypatch, capsys):
     assert "throughput (images/s, batch" in text and "in float32, contiguous (NCHW)" in text
 
 
-def installed_fp(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FP_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "250"}
-    env.pop("FP_DEBUG", None)
-    return subprocess.run([str(FP), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
-
-
 @pytest.mark.skipif(not FP.exists(), reason=f"no installed fp console script at {FP}")
-def test_a_bad_dtype_is_one_line_and_exit_2(run_dir):
+def test_a_bad_dtype_is_one_line_and_exit_2(run_dir, installed_fp):
     done = installed_fp("eval", str(run_dir), "--dtype", "float16")
     assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -215,7 +206,7 @@ def test_a_bad_dtype_is_one_line_and_exit_2(run_dir):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FP.exists(), reason=f"no installed fp console script at {FP}")
-def test_the_installed_fp_eval_reports_both_speed_ups(run_dir):
+def test_the_installed_fp_eval_reports_both_speed_ups(run_dir, installed_fp):
     done = installed_fp("eval", str(run_dir), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

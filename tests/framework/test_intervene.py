@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -257,15 +255,9 @@ def test_a_line_cut_short_by_a_crash_is_dropped_and_a_foreign_one_refused(tmp_pa
         records.read_records(tmp_path)
 
 
-def fp_script(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FP_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "200"}
-    env.pop("FP_DEBUG", None)
-    return subprocess.run([str(FP), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
-
-
 @pytest.mark.skipif(not FP.exists(), reason=f"no installed fp console script at {FP}")
-def test_bad_input_is_one_sentence_through_the_console_script(dense_run, tmp_path):
+def test_bad_input_is_one_sentence_through_the_console_script(dense_run, tmp_path,
+                                                              installed_fp):
     bare = tmp_path / "no-kept"  # a dense run's directory without kept checkpoints
     bare.mkdir()
     (bare / "config.gin").write_text((dense_run / "config.gin").read_text())
@@ -279,7 +271,7 @@ def test_bad_input_is_one_sentence_through_the_console_script(dense_run, tmp_pat
              ([str(dense_run), "--measures", "snip", "--fraction", "1.5"], "--fraction 1.5"),
              ([str(pruning), "--measures", "snip", "--fraction", "0.1"], "not a dense run")]
     for args, needle in cases:
-        result = fp_script("intervene", *args, "--out", out)
+        result = installed_fp("intervene", *args, "--out", out)
         assert result.returncode != 0, (args, result.stdout, result.stderr)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and needle in lines[0], (args, result.stderr)
