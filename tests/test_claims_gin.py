@@ -1,6 +1,7 @@
 """The claims studies (gin/claims/ at CPU scale, gin/claims/paper/ at the paper's) parse, bind
 what they declare, and build their experiment with the data swapped for a tiny synthetic set
-(no CIFAR, no training)."""
+(no CIFAR, no training). The paper-scale study is the paper's grid: three models on CIFAR-10 and
+CIFAR-100, its arms given as a second file."""
 from pathlib import Path
 
 import gin
@@ -12,19 +13,21 @@ from fp.manager import make_manager
 
 REPO = Path(__file__).parents[1]
 MEASURES = ("magnitude", "snip", "biased_snip", "grasp", "grad_norm", "random")
-STUDIES = {"claims": REPO / "gin" / "claims", "claims/paper": REPO / "gin" / "claims" / "paper"}
+STUDIES = {"claims": REPO / "gin" / "claims"}
 FILES = [(study, folder / f"{m}.gin") for study, folder in STUDIES.items()
          for m in ("base", *MEASURES)]
+PAPER = REPO / "gin" / "claims" / "paper"
+#: the paper's grid: model -> the filter target of its experiments (gin/<model>_*.gin)
+PAPER_MODELS = {"vgg13": 0.75, "resnet56": 0.6, "mobilenet_v1": 0.75}
 TINY = ["data.dataset = 'synthetic'", "synthetic.num_train = 256", "synthetic.num_test = 32",
         "synthetic.shape = (3, 32, 32)", "data.train_per_class = None",
         "data.test_per_class = None", "data.eval_samples = 50", "flow.enabled = False"]
 #: study -> what its files declare
-DECLARED = {"claims": {"epochs": 22, "rounds": 10, "train_per_class": 100, "first_width": 16},
-            "claims/paper": {"epochs": 160, "rounds": 25, "train_per_class": None, "first_width": 64}}
+DECLARED = {"claims": {"epochs": 22, "rounds": 10, "train_per_class": 100, "first_width": 16}}
 
 
 #: study -> its files beside base.gin and the measures'
-ARMS = {"claims": ("capacity", "dense"), "claims/paper": ()}
+ARMS = {"claims": ("capacity", "dense")}
 
 
 def test_every_measure_of_both_studies_has_its_file():
@@ -69,3 +72,35 @@ def test_claims_file_parses_binds_and_builds(study, path, tmp_path, monkeypatch)
     assert setup.plan[-1].target == pytest.approx(0.7)
     first_conv = next(m for m in setup.run.model.modules() if m.__class__.__name__ == "Conv2d")
     assert first_conv.out_channels == expected["first_width"]
+
+
+def test_the_paper_study_is_the_papers_grid():
+    files = sorted(str(p.relative_to(PAPER)) for p in PAPER.rglob("*.gin"))
+    models = sorted(f"{m}.gin" for m in PAPER_MODELS)
+    assert files == sorted(["capacity.gin", "dense.gin", "study.gin", *models,
+                            *(f"cifar100/{m}" for m in models)])
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("model", PAPER_MODELS)
+def test_a_paper_scale_experiment_declares_the_papers_protocol_and_v(model, dataset, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(REPO)
+    manager = make_manager(autoload=False)
+    path = PAPER / (f"{model}.gin" if dataset == "cifar10" else f"cifar100/{model}.gin")
+    declared = config.parse([str(path)], ["prune.measure = 'grasp'"], manager)
+    assert (declared.data.dataset, declared.model.architecture) == (dataset, model)
+    assert (declared.train.epochs, declared.prune.rounds, declared.prune.samples) == (160, 25, 2560)
+    assert declared.data.eval_samples == 2560 and declared.train.temperature == 5.0
+    assert declared.prune.target == pytest.approx(PAPER_MODELS[model])
+    assert declared.prune.residual == ("masked" if model == "resnet56" else "tied")
+    assert declared.prune.measure == "grasp"  # the sweep's grid names it
+
+    dense = config.parse([str(path), str(PAPER / "dense.gin")], [], manager)
+    assert dense.prune.target == 0 and dense.experiment.keep_epochs == (1, 2, 5, 10, 20, 40, 80)
+    capacity = config.parse([str(path), str(PAPER / "capacity.gin")], [], manager)
+    assert (capacity.prune.target_type, capacity.prune.target) == ("params", pytest.approx(0.9))
+
+    settings = config.parse([str(path)], TINY, manager)
+    setup = build_setup(settings, manager, tmp_path / "run")
+    assert len(setup.plan) == 25 and setup.plan[-1].target == pytest.approx(PAPER_MODELS[model])

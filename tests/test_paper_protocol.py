@@ -20,7 +20,7 @@ PAPER_FILES = sorted(str(p.relative_to(REPO)) for p in (REPO / "gin").rglob("*.g
 #: the files the brief names, and the image-folder variants of the paper's data
 NAMED = [["gin/resnet56_snip.gin"], ["gin/vgg13_snip.gin"], ["gin/mobilenet_v1_snip.gin"],
          ["gin/cifar100/resnet56_snip.gin"], ["gin/vgg13_snip.gin", "gin/base/cifar10_folder.gin"],
-         ["gin/claims/paper/snip.gin"]]
+         ["gin/claims/paper/vgg13.gin"], ["gin/claims/paper/cifar100/resnet56.gin"]]
 HALF = (0.5, 0.5, 0.5)
 
 
