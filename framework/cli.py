@@ -164,6 +164,7 @@ def bench_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes: a few minutes on 2 CPU cores.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", callback=device_option)] = "cpu",
+    data: Annotated[Optional[Path], typer.Option(help="CIFAR-10 JPEGs ({train,test}/<class>/, a folder or a tar archive) for folder_train; without it, images written for the bench.")] = None,
 ) -> None:
     """Benchmark the hot paths as ratios against bounds measured in the same run."""
     import json
@@ -171,7 +172,7 @@ def bench_cmd(
     from fp.tools.bench import bench, format_rows
 
     progress = (lambda row: None) if as_json else (lambda row: err.print(f"done: {row['name']}"))
-    rows = bench(quick=quick, device=device, on_row=progress)
+    rows = bench(quick=quick, device=device, data=data, on_row=progress)
     print(json.dumps(rows)) if as_json else out.print(format_rows(rows))
 
 

@@ -33,6 +33,21 @@ def _untimed_scoring_layout(monkeypatch):
                         lambda *_: {"contiguous": 1.0, "channels_last": 1.0})
 
 
+#: environment variable naming the CIFAR-10 JPEG archive ({train,test}/<class>/NNNN.jpg, gzip tar);
+#: .ci/run sets it, and the tests that read real images skip where it is unset or names no file
+CIFAR10_JPG = "FP_CIFAR10_JPG"
+
+
+@pytest.fixture(scope="session")
+def cifar10_archive() -> Path:
+    """The CIFAR-10 JPEG archive that ``$FP_CIFAR10_JPG`` names; the test skips without one."""
+    named = os.environ.get(CIFAR10_JPG, "")
+    if not named or not Path(named).is_file():
+        pytest.skip(f"real CIFAR-10 JPEGs not found: set {CIFAR10_JPG} to the archive "
+                    f"cifar10-jpg.tar.gz (now {named!r})")
+    return Path(named)
+
+
 @pytest.fixture
 def manager():
     """A fresh plugin manager with the built-ins only."""

@@ -2,13 +2,16 @@
 tests never look at how fast anything was."""
 import json
 import math
+import tarfile
 
 import pytest
 import torch
 from rich.console import Console
 
 import fp
+from fp.errors import DataError
 from fp.tools.bench import Sizes, bench, format_rows
+from fp.tools.bench.folder import check_data, extract_cifar, write_jpegs
 from fp.tools.bench.scoring import INFORMATIONAL, TARGETS, score_rows
 from fp.tools.bench import outside
 from fp.tools.bench import timing as timing_module
@@ -19,7 +22,7 @@ from fp.errors import FpError
 
 TINY = Sizes(loop_repeats=1, score_architecture="small_cnn", score_batches=1, batch_size=8,
              train_architecture="small_cnn", train_batches=2, augment_images=32, loader_workers=2,
-             repeats=1, image_shape=(3, 8, 8), folder_real=False, outside_batches=1,
+             repeats=1, image_shape=(3, 8, 8), outside_batches=1,
              outside_batch_size=4, outside_repeats=1)
 OUTSIDE = ["snip", "taylor", "biased_snip", "fisher", "bn_taylor", "grasp", "grad_norm"]
 OUTSIDE_MODELS = ["torchvision_resnet18", "small_cnn"]
@@ -207,3 +210,28 @@ def test_folder_row_writes_its_own_jpegs_when_the_archive_is_absent(tmp_path):
     data = fp.make_manager(autoload=False).registries["datasets"].get("imagefolder")(
         root=str(tmp_path), image_size=8, num_workers=0)
     assert (len(data), data.num_classes, data.in_memory) == (20, 10, True)
+
+
+def test_folder_rows_read_cifar_jpegs_from_a_folder_or_an_archive_alike(tmp_path):
+    source = tmp_path / "jpegs"
+    write_jpegs(source, 3, (32, 32), test_per_class=2)
+    with tarfile.open(tmp_path / "jpegs.tar.gz", "w:gz") as archive:
+        for split in ("train", "test"):
+            archive.add(source / split, arcname=split)
+    taken = {}
+    for name in ("jpegs", "jpegs.tar.gz"):
+        extract_cifar(check_data(tmp_path / name), tmp_path / f"from-{name}", 2, test_per_class=1)
+        taken[name] = sorted(str(p.relative_to(tmp_path / f"from-{name}"))
+                             for p in (tmp_path / f"from-{name}").rglob("*.jpg"))
+    assert taken["jpegs"] == taken["jpegs.tar.gz"]
+    assert len(taken["jpegs"]) == 10 * (2 + 1) and "train/class3/0001.jpg" in taken["jpegs"]
+
+
+@pytest.mark.parametrize("name", ["missing", "not-an-archive.txt", "empty"])
+def test_bench_data_that_is_not_cifar_jpegs_is_one_sentence(tmp_path, name):
+    (tmp_path / "not-an-archive.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError) as error:
+        bench(quick=True, data=tmp_path / name)
+    assert str(error.value) == (f"--data {tmp_path / name} is neither a folder with train/ and "
+                                f"test/ class folders of CIFAR-10 JPEGs nor a tar archive of one.")

@@ -20,7 +20,6 @@ from fp.tools.bench import gpu_check, gpu_parts, gpu_train
 
 REPO = Path(__file__).parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 PARTS = ("environment", "process_group", "data", "on_device_data", "scoring", "protocol",
          "train_fp32", "train_amp_channels_last", "train_amp_channels_last_compile", "compile")
 TIMED = ("train_fp32", "train_amp_channels_last")
@@ -110,10 +109,8 @@ def test_the_extrapolation_is_the_sum_of_the_timed_epochs_parts(report, variant)
 
 
 @pytest.mark.slow
-def test_the_dry_run_trains_on_a_cifar_archive(tmp_path):
-    if not ARCHIVE.is_file():
-        pytest.skip(f"real CIFAR-10 JPEGs not found at {ARCHIVE} (see ../shared/data/README.md)")
-    report = dry_run(tmp_path / "out", "--data", str(ARCHIVE))
+def test_the_dry_run_trains_on_a_cifar_archive(tmp_path, cifar10_archive):
+    report = dry_run(tmp_path / "out", "--data", str(cifar10_archive))
     parts = report["parts"]
     assert report["summary"]["ok"], report["summary"]
     assert parts["data"]["source"] == "folder" and parts["data"]["classes"] == 10

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from fp.tools.bench.augment import augment_row
 from fp.tools.bench.cli import cli_rows
-from fp.tools.bench.folder import folder_row
+from fp.tools.bench.folder import check_data, folder_row
 from fp.tools.bench.latency_row import latency_target_row
 from fp.tools.bench.outside import outside_rows, torchvision_model
 from fp.tools.bench.scoring import score_rows
@@ -51,7 +52,6 @@ class Sizes:
     loop_repeats: int = 9               # for train_loop, whose target leaves 3% for noise
     classes: int = 10
     image_shape: tuple[int, int, int] = (3, 32, 32)
-    folder_real: bool = True            # folder_train reads real CIFAR-10 JPEGs where present
     outside_torchvision: str = "resnet18"  # a torchvision.models builder, for the outside/ rows
     outside_batches: int = 4            # the outside/ rows' batches (on both of their models)
     outside_batch_size: int = 64
@@ -60,15 +60,17 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(score_architecture="resnet20", score_batches=2, train_batches=4, repeats=5,
-              augment_images=2560, folder_real=False,  # writing 512 JPEGs beats reading the archive
+              augment_images=2560,
               outside_batches=2, outside_repeats=9)
 
 
 def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = None,
-          manager: Manager | None = None,
+          manager: Manager | None = None, data: Path | None = None,
           on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> list[dict[str, Any]]:
     """Run every benchmark and return one JSON-ready row each (see ``timing.make_row``).
-    ``sizes`` overrides ``FULL``/``QUICK``; ``on_row`` sees each row as soon as it is done."""
+    ``sizes`` overrides ``FULL``/``QUICK``; ``data`` (CIFAR-10 JPEGs, an archive or a folder)
+    gives folder_train real images; ``on_row`` sees each row as soon as it is done."""
+    data = None if data is None else check_data(data)
     sizes = sizes or (QUICK if quick else FULL)
     where = resolve_device(device)
     manager = manager or make_manager()
@@ -86,7 +88,7 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
                     repeats=sizes.repeats, device=where))
     add(folder_row(manager, architecture=sizes.train_architecture, batches=sizes.train_batches,
                    batch_size=sizes.batch_size, repeats=sizes.repeats, device=where,
-                   shape=sizes.image_shape, real=sizes.folder_real))
+                   shape=sizes.image_shape, data=data))
     model = build_model(sizes.score_architecture, num_classes=sizes.classes,
                         in_channels=sizes.image_shape[0], manager=manager).to(where)
     batches = bench_batches(manager, sizes, where)

@@ -1,6 +1,8 @@
 """Training from a folder of JPEGs: one epoch of ``fp run``'s training path on ``imagefolder``
 (decoded cache warm, so the images are held in memory) against a bare PyTorch loop over the same
-uint8 images in memory, augmented as a user would write it in plain torch."""
+uint8 images in memory, augmented as a user would write it in plain torch. The images are real
+CIFAR-10 where ``fp bench --data`` names its JPEGs (an archive or a folder of
+``{train,test}/<class>/``), else smooth random ones written for the bench."""
 from __future__ import annotations
 
 import tarfile
@@ -17,24 +19,22 @@ from PIL import Image
 from fp.tools.bench.timing import measure_ratio, make_row
 from fp.tools.bench.training import built_run, fp_epoch
 from fp.engine.setup import Setup
-from fp.config.gin_files import REPO_ROOT
+from fp.errors import DataError
 from fp.manager import Manager
 
 TARGET = "<= 1.10"
-#: real CIFAR-10 as JPEGs, beside the repository (see ../shared/data/README.md) where present
-CIFAR10_JPG = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 CLASSES = 10
 
 
 def folder_row(manager: Manager, *, architecture: str, batches: int, batch_size: int,
                repeats: int, device: torch.device, shape: tuple[int, int, int],
-               real: bool = True) -> dict[str, Any]:
+               data: Path | None = None) -> dict[str, Any]:
     per_class = max(1, batches * batch_size // CLASSES)  # about ``batches`` steps an epoch
     with tempfile.TemporaryDirectory(prefix="fp-bench-folder-") as tmp:
         root = Path(tmp)
-        use_real = real and shape == (3, 32, 32) and CIFAR10_JPG.is_file()
+        use_real = data is not None and shape == (3, 32, 32)
         if use_real:
-            extract_cifar(root, per_class)
+            extract_cifar(data, root, per_class)
         else:
             write_jpegs(root, per_class, shape[1:])
         cold, warm = decode_seconds(manager, root, shape[1])
@@ -103,10 +103,30 @@ def crop_and_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tens
     return padded[batch, channel, rows, cols]
 
 
-def extract_cifar(root: Path, per_class: int, test_per_class: int = 10) -> None:
-    """The first ``per_class`` training and ``test_per_class`` test images of every class."""
+def check_data(data: Path) -> Path:
+    """``data`` as ``fp bench --data`` needs it: a readable tar archive or a folder holding a
+    ``train/`` folder; else one sentence."""
+    if data.is_dir() and (data / "train").is_dir():
+        return data
+    if data.is_file() and tarfile.is_tarfile(data):
+        return data
+    raise DataError(f"--data {data} is neither a folder with train/ and test/ class folders of "
+                    f"CIFAR-10 JPEGs nor a tar archive of one.")
+
+
+def extract_cifar(data: Path, root: Path, per_class: int, test_per_class: int = 10) -> None:
+    """The first ``per_class`` training and ``test_per_class`` test images (by file number) of
+    every class of ``data`` (an archive or a folder of ``{train,test}/<class>/NNNN.jpg``)."""
     wanted = {"train": per_class, "test": test_per_class}
-    with tarfile.open(CIFAR10_JPG, "r:gz") as archive:
+    if data.is_dir():
+        for path in sorted(data.glob("*/*/*.jpg")):
+            parts = path.relative_to(data).parts
+            if parts[0] in wanted and path.stem.isdigit() and int(path.stem) < wanted[parts[0]]:
+                target = root.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+        return
+    with tarfile.open(data, "r:*") as archive:
         for member in archive:
             parts = Path(member.name).parts
             number = Path(parts[-1]).stem

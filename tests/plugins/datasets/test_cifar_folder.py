@@ -1,4 +1,4 @@
-"""Real CIFAR-10 from its image folder (../shared/data/cifar10-jpg.tar.gz, see its README): a short
+"""Real CIFAR-10 from its image folder (the JPEG archive $FP_CIFAR10_JPG names): a short
 prune-and-train through the engine learns, shrinks the model, and resumes after an interruption
 to exactly the numbers of an uninterrupted run. Skipped where the archive is absent."""
 import os
@@ -15,7 +15,6 @@ from fp.errors import Interrupted
 from fp.tools.evaluate import evaluate
 
 REPO = Path(__file__).parents[3]
-ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 FILES = ["gin/quickstart.gin", "gin/base/cifar10_folder.gin"]
 PER_CLASS = {"train": 100, "test": 50}
 STEPS_PER_EPOCH = 10 * PER_CLASS["train"] // 50
@@ -40,11 +39,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory):
-    if not ARCHIVE.is_file():
-        pytest.skip(f"real CIFAR-10 JPEGs not found at {ARCHIVE} (see ../shared/data/README.md)")
+def cifar_root(tmp_path_factory, cifar10_archive):
     root = tmp_path_factory.mktemp("cifar10")
-    with tarfile.open(ARCHIVE, "r:gz") as archive:
+    with tarfile.open(cifar10_archive, "r:gz") as archive:
         archive.extractall(root, filter="data")
     return root
 
