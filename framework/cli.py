@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from fp.cli_export import export_cmd
 from fp.cli_intervene import intervene_cmd
 from fp.cli_support import device_option, err, executor_option, out, print_summary, print_table
 from fp.errors import FpError
@@ -149,7 +150,6 @@ def eval_cmd(
 ) -> None:
     """Accuracy, params, FLOPs, batch-1 latency and saturated throughput of a pruned model against its dense architecture."""
     import json
-
     from fp.tools.evaluate import evaluate, format_eval
 
     result = evaluate(target, device=device, batch_size=batch_size, dataset=dataset, dtype=dtype, channels_last=channels_last)
@@ -157,6 +157,7 @@ def eval_cmd(
 
 
 app.command("intervene")(intervene_cmd)
+app.command("export")(export_cmd)
 
 
 @app.command("bench")
@@ -168,7 +169,6 @@ def bench_cmd(
 ) -> None:
     """Benchmark the hot paths as ratios against bounds measured in the same run."""
     import json
-
     from fp.tools.bench import bench, format_rows
 
     progress = (lambda row: None) if as_json else (lambda row: err.print(f"done: {row['name']}"))

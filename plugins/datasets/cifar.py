@@ -69,6 +69,7 @@ class _TorchvisionCifar(InMemoryDataset):
             source = self.torchvision_class(str(self.root), train=train, download=download)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; torchvision: RuntimeError
             raise DataError(self._missing_message(download, exc)) from None
+        self.classes = list(source.classes)  # names in label order (fp export's folders)
         images = torch.from_numpy(np.ascontiguousarray(source.data)).permute(0, 3, 1, 2)
         labels = torch.as_tensor(np.asarray(source.targets), dtype=torch.int64)
         return Split(images.contiguous(), labels)
