@@ -13,6 +13,7 @@ from PIL import Image
 
 from fp.errors import ConfigError
 from fp.tools.report import paired
+from fp.tools.report.claims.comparisons import p_text, verdict_line
 from fp.tools.report.claims import interventions as lines
 from fp.tools.report.claims.eval_set import EvalCurve
 from fp.tools.report.claims.markdown import Inputs, judge
@@ -115,7 +116,14 @@ def test_claim_i_is_not_resolved_without_an_effect_and_contradicted_by_a_reverse
     assert judged(tmp_path / "none")["i"][0].verdict == paired.NOT_RESOLVED
     runs(tmp_path / "reversed", "magnitude", [2.0, 2.1, 1.9, 2.2, 2.0])
     runs(tmp_path / "reversed", "snip", [1.0, 1.1, 0.9, 1.2, 1.0])
-    assert judged(tmp_path / "reversed")["i"][0].verdict == paired.CONTRADICTED
+    [reversed_claim] = judged(tmp_path / "reversed")["i"]
+    assert reversed_claim.verdict == paired.CONTRADICTED
+    # what decided it is the reverse direction's p, which the table and the verdict line show
+    primary = reversed_claim.primary.result
+    assert (primary.p, primary.p_reverse) == (pytest.approx(1.0), pytest.approx(1 / 32))
+    assert p_text(primary) == "1 (reverse 0.0312)"
+    assert verdict_line(reversed_claim).endswith(
+        "one-sided p = 1 (the reverse direction's: 0.0312), 5 paired seeds.")
 
 
 def test_missing_runs_seeds_or_eval_records_make_claim_i_not_resolved_naming_them(tmp_path):

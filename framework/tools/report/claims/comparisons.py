@@ -120,7 +120,7 @@ def table(comparisons: Sequence[Comparison], extra_header: Sequence[str] = (),
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in comparisons:
         r = c.result
-        holm = "–" if c.role == PRIMARY or r.n < 2 else number(r.p_adjusted, 3)
+        holm = "–" if c.role == PRIMARY or r.n < 2 else p_text(r, adjusted=True)
         verdict = f"{r.verdict}: {c.missing}" if c.missing else r.verdict
         cells = [c.role, f"{r.low} < {r.high}", r.quantity, str(r.n), number(r.mean),
                  interval(r), p_text(r), holm, verdict, *extra(c)]
@@ -128,9 +128,16 @@ def table(comparisons: Sequence[Comparison], extra_header: Sequence[str] = (),
     return lines + [""]
 
 
-def p_text(result: Paired) -> str:
-    """The one-sided p, where there are pairs enough to test ("–" below two)."""
-    return number(result.p, 3) if result.n >= 2 else "–"
+def p_text(result: Paired, adjusted: bool = False) -> str:
+    """The one-sided p (Holm-adjusted with ``adjusted``), where there are pairs enough to test
+    ("–" below two); a contradicted comparison's also gives the reverse direction's p, which
+    decided it."""
+    if result.n < 2:
+        return "–"
+    p, reverse = ((result.p_adjusted, result.p_reverse_adjusted) if adjusted
+                  else (result.p, result.p_reverse))
+    return number(p, 3) + (f" (reverse {number(reverse, 3)})"
+                           if result.verdict == paired.CONTRADICTED else "")
 
 
 def interval(result: Paired) -> str:
@@ -145,8 +152,8 @@ def verdict_line(judgement: Judgement) -> str:
     if c.missing:
         return f"{head} — {c.missing}."
     return (f"{head} — {r.low} below {r.high} in {r.quantity}: effect {r.high} − {r.low} = "
-            f"{number(r.mean)} (95% interval {interval(r)}), one-sided p = {number(r.p, 3)}, "
-            f"{r.n} paired seeds.")
+            f"{number(r.mean)} (95% interval {interval(r)}), one-sided p = {number(r.p, 3)} "
+            f"(the reverse direction's: {number(r.p_reverse, 3)}), {r.n} paired seeds.")
 
 
 def floor_line(judgement: Judgement) -> str:
