@@ -23,7 +23,9 @@ def test_the_row_compares_the_pruned_latency_with_the_target(monkeypatch):
     row = latency_target_row(model, batches, batch_size=16, device=torch.device("cpu"))
     assert row["name"] == "latency_target" and row["target"] == f"<= {1 - TARGET:g}"
     pairs = [m / b for m, b in zip(row["runs_s"]["measured"], row["runs_s"]["baseline"])]
-    assert row["ratio"] == pytest.approx(statistics.median(pairs), rel=2e-3)
+    # the row keeps the ratio to 4 decimals: a tiny ratio (a host stalling the dense timing)
+    # differs from its pairs' median by up to half the last decimal
+    assert row["ratio"] == pytest.approx(statistics.median(pairs), rel=2e-3, abs=5e-5)
     assert row["ok"] == (row["ratio"] <= 1 - TARGET)
     assert len(row["runs_s"]["measured"]) == len(row["runs_s"]["baseline"]) >= 5
     assert "probes" in row["notes"] and "batch 16" in row["notes"]
