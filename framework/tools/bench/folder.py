@@ -9,7 +9,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -118,23 +118,25 @@ def extract_cifar(data: Path, root: Path, per_class: int, test_per_class: int = 
     """The first ``per_class`` training and ``test_per_class`` test images (by file number) of
     every class of ``data`` (an archive or a folder of ``{train,test}/<class>/NNNN.jpg``)."""
     wanted = {"train": per_class, "test": test_per_class}
+    for parts, read in image_files(data):
+        number = Path(parts[-1]).stem
+        if (len(parts) == 3 and parts[0] in wanted and number.isdigit()
+                and int(number) < wanted[parts[0]]):
+            target = root.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(read())
+
+
+def image_files(data: Path) -> Iterator[tuple[tuple[str, ...], Callable[[], bytes]]]:
+    """Every file of the folder or archive ``data``: its path parts and a reader of its bytes."""
     if data.is_dir():
-        for path in sorted(data.glob("*/*/*.jpg")):
-            parts = path.relative_to(data).parts
-            if parts[0] in wanted and path.stem.isdigit() and int(path.stem) < wanted[parts[0]]:
-                target = root.joinpath(*parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
+        for path in sorted(p for p in data.rglob("*") if p.is_file()):
+            yield path.relative_to(data).parts, path.read_bytes
         return
     with tarfile.open(data, "r:*") as archive:
         for member in archive:
-            parts = Path(member.name).parts
-            number = Path(parts[-1]).stem
-            if (member.isfile() and len(parts) == 3 and parts[0] in wanted
-                    and number.isdigit() and int(number) < wanted[parts[0]]):
-                target = root.joinpath(*parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(archive.extractfile(member).read())
+            if member.isfile():
+                yield Path(member.name).parts, lambda m=member: archive.extractfile(m).read()
 
 
 def write_jpegs(root: Path, per_class: int, size: tuple[int, int], test_per_class: int = 4) -> None:
