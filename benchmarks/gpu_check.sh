@@ -22,13 +22,13 @@ fi
 # fp must import, and from this checkout (not from an older install elsewhere)
 export FP_GPU_CHECK_INSTALL="fp was already importable"
 if ! "$PY" -c "import fp, pathlib, sys
-sys.exit(pathlib.Path(fp.__file__).resolve().parent != pathlib.Path('framework').resolve())" 2>/dev/null; then
+sys.exit(pathlib.Path(fp.__file__).resolve().parent != pathlib.Path('framework/fp').resolve())" 2>/dev/null; then
     echo "gpu_check: fp is not importable from this checkout; installing it: pip install --no-deps --no-build-isolation -e ." >&2
     if log=$("$PY" -m pip install --no-deps --no-build-isolation -e . 2>&1); then
         FP_GPU_CHECK_INSTALL="installed with pip install --no-deps --no-build-isolation -e ."
     else
         # e.g. a setuptools too old for pyproject.toml: import the sources through a folder of
-        # links laid out as the install would (framework/ as fp, plugins/ as fp.plugins)
+        # links laid out as the install would (framework/ as fp, plugins/ as fp_builtins)
         why=$(grep -m1 -E "[A-Za-z]+Error: " <<<"$log" || grep -m1 "error:" <<<"$log" || true)
         why=$(sed "s/^ *//" <<<"$why")
         links=$(mktemp -d "${TMPDIR:-/tmp}/fp-gpu-check-src.XXXXXX")

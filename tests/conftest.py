@@ -26,7 +26,7 @@ def _clean_gin_and_seed():
 def _untimed_scoring_layout(monkeypatch):
     """"auto" scoring layout decides as if channels-last were slower: contiguous, and with no
     extra passes. Tests of the choice itself patch ``time_layouts`` again."""
-    from fp.scoring import layout
+    from fp.scoring import autotune as layout
 
     monkeypatch.setattr(layout, "CHOSEN", {})
     monkeypatch.setattr(layout, "time_layouts",

@@ -1,5 +1,6 @@
 """The import graph of fp, redrawn from the source: no cycles, no import from a lower layer up into
-the engine or the tools, plugins on the public API only, and modules of a readable size.
+the engine or the tools, plugins on the public API only,
+and a family of prefixed modules made one package.
 
 Edges are every ``import``/``from ... import`` in a module, function-level ones included, except
 those under ``if TYPE_CHECKING:`` (annotations only, never executed).
@@ -12,27 +13,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {"fp": ROOT / "framework", "fp.plugins": ROOT / "plugins"}
+SOURCES = {"fp": ROOT / "framework" / "fp", "fp_builtins": ROOT / "plugins" / "fp_builtins"}
 
 #: what a plugin may import from fp: the facade and the contract modules (CONTRIBUTING.md)
-PLUGIN_API = ("fp", "fp.errors", "fp.nn", "fp.attention", "fp.run", "fp.measure", "fp.dataset",
+PLUGIN_API = ("fp", "fp.errors", "fp.nn", "fp.attention", "fp.run", "fp.measure", "fp.data.dataset",
               "fp.data", "fp.schedule", "fp.hookspecs", "fp.validation", "fp.discover")
 
 #: layers, lowest first; a module imports only from its own layer or those below it
 LAYERS = (
     ("contract", ("fp.errors", "fp.nn", "fp.attention", "fp.validation", "fp.hookspecs", "fp.run",
-                  "fp.measure", "fp.dataset", "fp.schedule", "fp.discover", "fp.registry",
+                  "fp.measure", "fp.data.dataset", "fp.schedule", "fp.discover", "fp.registry",
                   "fp.data")),
     ("host", ("fp.manager",)),
-    ("scoring and pruning", ("fp.scoring", "fp.pruning")),
+    ("scoring and pruning", ("fp.timing", "fp.scoring", "fp.pruning")),
     ("config", ("fp.config",)),
     ("engine", ("fp.engine",)),
     ("tools", ("fp.tools",)),
     ("command line and facade", ("fp.cli", "fp")),
 )
-
-MAX_LINES = 210
-
 
 def module_files() -> dict[str, Path]:
     modules = {}
@@ -126,7 +124,7 @@ def layer_of(module: str) -> int | None:
 
 def test_the_graph_is_read_from_the_code():
     assert "fp.engine.trainer" in GRAPH["fp.engine.experiment"]
-    assert "fp.nn" in GRAPH["fp.scoring.statistics"]
+    assert "fp.nn" in GRAPH["fp.scoring.gradients"]
     assert "fp.config" in GRAPH["fp"]  # a function-level import counts
     assert "fp.manager" not in GRAPH["fp.run"]  # a TYPE_CHECKING one does not
 
@@ -139,21 +137,21 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("fp.plugins")))
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("fp_builtins")))
 def test_no_module_imports_from_a_higher_layer(module):
     rank = layer_of(module)
     assert rank is not None, f"{module} belongs to no layer of LAYERS"
     upward = {target: LAYERS[layer_of(target)][0] for target in GRAPH[module]
-              if not target.startswith("fp.plugins") and layer_of(target) > rank}
+              if not target.startswith("fp_builtins") and layer_of(target) > rank}
     assert upward == {}, f"{module} ({LAYERS[rank][0]}) imports from higher layers"
 
 
 def test_plugins_use_only_the_public_api_and_their_own_package():
     wrong = {}
-    for module in (m for m in MODULES if m.startswith("fp.plugins.")):
-        own = ".".join(module.split(".")[:3])  # fp.plugins.<package or module>
+    for module in (m for m in MODULES if m.startswith("fp_builtins.")):
+        own = ".".join(module.split(".")[:2])  # fp_builtins.<package or module>
         for target in GRAPH[module]:
-            if target.startswith("fp.plugins"):
+            if target.startswith("fp_builtins"):
                 allowed = target == own or target.startswith(own + ".")
             else:
                 allowed = any(target == api or target.startswith(api + ".") for api in PLUGIN_API)
@@ -162,7 +160,27 @@ def test_plugins_use_only_the_public_api_and_their_own_package():
     assert wrong == {}
 
 
-def test_modules_stay_readable():
-    long = {module: n for module, path in MODULES.items()
-            if (n := len(path.read_text().splitlines())) > MAX_LINES}
-    assert long == {}
+def families(folder: Path) -> dict[str, list[str]]:
+    """Modules of one folder grouped by their first word (``gpu_run``, ``gpu_parts`` -> ``gpu``)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.stem != "__init__":
+            found.setdefault(path.stem.lstrip("_").split("_")[0], []).append(path.stem)
+    return found
+
+
+def test_a_family_of_modules_is_a_package():
+    """The rule that cuts fp into packages: modules sharing a first word (``sweep``,
+    ``sweep_grid``, ``sweep_jobs``) are one concept, so they are one package (``sweep/``: its
+    ``__init__``, ``grid``, ``jobs``), never siblings told apart by a prefix."""
+    folders = [SOURCES["fp"], *(p for p in SOURCES["fp"].rglob("*") if p.is_dir()
+                                and (p / "__init__.py").exists())]
+    prefixed = {str(folder.relative_to(ROOT)): group for folder in folders
+                for group in families(folder).values() if len(group) > 1}
+    assert prefixed == {}
+
+
+def test_the_family_rule_finds_a_family(tmp_path):
+    for name in ("gpu_run.py", "gpu_parts.py", "grid.py", "__init__.py"):
+        (tmp_path / name).write_text("")
+    assert families(tmp_path) == {"gpu": ["gpu_parts", "gpu_run"], "grid": ["grid"]}

@@ -10,7 +10,7 @@ from fp import config
 from fp.engine.optim import lr_at
 from fp.errors import ConfigError
 from fp.manager import make_manager
-from fp.plugins.datasets.cifar import Cifar10, Cifar100
+from fp_builtins.datasets.cifar import Cifar10, Cifar100
 
 REPO = Path(__file__).parents[1]
 #: every experiment built on base/paper.gin, CIFAR-10 and CIFAR-100 alike

@@ -12,7 +12,7 @@ import fp
 from fp.errors import DataError
 from fp.tools.bench import Sizes, bench, format_rows
 from fp.tools.bench.folder import check_data, extract_cifar, write_jpegs
-from fp.tools.bench.scoring import INFORMATIONAL, TARGETS, score_rows
+from fp.tools.bench.scoring_cost import INFORMATIONAL, TARGETS, score_rows
 from fp.tools.bench import outside
 from fp.tools.bench import timing as timing_module
 from fp.tools.bench.timing import Task, Timing, measure_ratio, make_row, meets

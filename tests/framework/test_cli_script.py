@@ -98,7 +98,7 @@ def test_list_measures_loads_no_architectures():
     result = fp("list", "measures", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 0 and "snip" in result.stdout
     modules = imported_modules(result)
-    assert "torchvision" not in modules and "fp.plugins.architectures" not in modules
+    assert "torchvision" not in modules and "fp_builtins.architectures" not in modules
 
 
 def test_untrusted_and_damaged_model_files_are_refused_unread(tmp_path):

@@ -7,7 +7,7 @@ from fp import config
 from fp.engine.build import build_setup
 from fp.data import (Augmentation, InMemoryDataset, Split, augment_batch, augment_params,
                      channel_stats, shard_order)
-from fp.dataset import Dataset
+from fp.data.dataset import Dataset
 from fp.errors import ConfigError, DataError
 from fp.tools.evaluate import load_dataset
 from fp.manager import make_manager

@@ -94,7 +94,7 @@ def test_intervene_writes_one_line_per_epoch_and_measure(dense_run, tmp_path, mo
 
 
 def test_the_evaluation_and_scoring_sets_are_balanced_and_disjoint():
-    from fp.plugins.datasets.synthetic import Synthetic
+    from fp_builtins.datasets.synthetic import Synthetic
 
     data = Synthetic(num_train=400, num_test=8, shape=(1, 4, 4), num_classes=4, augment=False)
     settings = Settings()

@@ -76,7 +76,7 @@ def test_without_a_latency_batch_the_dense_models_saturating_batch_is_used(tmp_p
         searched.append(kwargs)
         return 32, [(1, 10.0), (32, 100.0), (64, 101.0)]
 
-    monkeypatch.setattr("fp.pruning.latency.saturating_batch", saturating_batch)
+    monkeypatch.setattr("fp.timing.saturating_batch", saturating_batch)
     outcome = run_experiment([QUICKSTART], LATENCY, out=tmp_path / "run", device="cpu", quiet=True)
     assert len(searched) == 1 and searched[0]["dtype"] == "float32"
     assert flops_timed == [32, 32] and outcome.summary["latency_batch"] == 32

@@ -4,11 +4,11 @@ import pytest
 
 import fp
 from fp.errors import PluginError, RegistryError
-from fp.manager import BUILTINS, make_manager
+from fp.manager import builtin_plugins, make_manager
 
 
 def test_builtins_register_through_the_same_hooks(manager):
-    assert set(BUILTINS) <= set(manager.infos)
+    assert set(builtin_plugins()) <= set(manager.infos)
     assert "fp_register_measures" in manager.infos["measures"].hooks
     assert manager.infos["measures"].distribution == "flowprune"
 
@@ -18,7 +18,7 @@ def test_pyproject_declares_every_builtin_as_an_entry_point():
     from pathlib import Path
 
     meta = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    assert meta["project"]["entry-points"]["fp"] == BUILTINS
+    assert meta["project"]["entry-points"]["fp"] == builtin_plugins()
 
 
 def test_each_manager_is_fresh():

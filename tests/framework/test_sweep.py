@@ -10,7 +10,7 @@ from rich.console import Console
 from fp.engine import Outcome
 from fp.errors import ConfigError, FpError, RegistryError
 from fp.tools.sweep import live_table, sweep
-from fp.tools.sweep_grid import expand_grid, run_name
+from fp.tools.sweep.grid import expand_grid, run_name
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin")
 

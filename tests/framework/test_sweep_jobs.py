@@ -13,7 +13,7 @@ import pytest
 from fp.config.cluster import Slurm
 from fp.errors import ConfigError
 from fp.tools.sweep import check_points, new_row, sweep
-from fp.tools.sweep_jobs import (JOBS_DIR, PointJob, gpu_slots, make_executor, preflight,
+from fp.tools.sweep.jobs import (JOBS_DIR, PointJob, gpu_slots, make_executor, preflight,
                                  slurm_parameters)
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin")

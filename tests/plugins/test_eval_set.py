@@ -22,7 +22,7 @@ from fp.engine import run_experiment
 from fp.engine.build import build_setup
 from fp.engine.prune_event import draw_scoring
 from fp.errors import ConfigError
-from fp.plugins.flow import eval_set
+from fp_builtins.flow import eval_set
 
 CPU = torch.device("cpu")
 QUICKSTART = Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin"
@@ -274,7 +274,7 @@ def test_a_streaming_image_folder_is_refused_before_the_run_builds(tmp_path):
 def test_grad_norm_on_v_leaves_masked_filters_out():
     """A masked filter's BN shift still gets a gradient, but it is no parameter of the pruned
     model: ‖g‖² on V counts only the entries that are left."""
-    from fp.plugins.flow.eval_set import measure, pruned_entries
+    from fp_builtins.flow.eval_set import measure, pruned_entries
 
     x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     y = torch.arange(6) % 10

@@ -10,11 +10,11 @@ from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-import fp.plugins.tensorboard
+import fp_builtins.tensorboard
 import fp.pruning
 from fp.errors import ConfigError, RegistryError
-from fp.plugins import flow
-from fp.plugins.flow import correlation, norms, prune_check
+from fp_builtins import flow
+from fp_builtins.flow import correlation, norms, prune_check
 from fp.run import PruneEvent
 from fp.nn import prunable_weights
 from fp.scoring import ScoreContext
@@ -192,7 +192,7 @@ def test_a_prune_event_record_matches_direct_computation(tmp_path, manager):
     assert "flow" not in event.info
     assert run.state["flow"]["steps"] == 0  # a new window for the pruned shapes
     assert run.state["flow"]["start"]["0.weight"].shape == (result.widths_after["0.weight"],)
-    fp.plugins.tensorboard.writer_for(run).flush()
+    fp_builtins.tensorboard.writer_for(run).flush()
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert events.Scalars("flow/loss_change_predicted")[0].value == pytest.approx(by_hand, rel=1e-4)

@@ -9,8 +9,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import fp
 from fp.errors import ConfigError
-from fp.plugins import tensorboard as tb
-from fp.plugins.tensorboard.hparams import METRIC_TAGS, hparam_values
+from fp_builtins import tensorboard as tb
+from fp_builtins.tensorboard.hparams import METRIC_TAGS, hparam_values
 from fp.run import PruneEvent
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin"

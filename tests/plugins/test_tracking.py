@@ -5,8 +5,8 @@ import torch
 
 import fp
 from fp.errors import ConfigError
-from fp.manager import BUILTINS
-from fp.plugins import tracking
+from fp.manager import builtin_plugins
+from fp_builtins import tracking
 from fp.run import PruneEvent
 
 
@@ -179,7 +179,7 @@ def test_a_resumed_run_keeps_its_saved_initial_weights(bind):
 
 
 def test_the_plugin_registers_its_hooks(monkeypatch):
-    monkeypatch.setenv("FP_BLOCK_PLUGINS", ",".join(n for n in BUILTINS if n != "tracking"))
+    monkeypatch.setenv("FP_BLOCK_PLUGINS", ",".join(n for n in builtin_plugins() if n != "tracking"))
     manager = fp.make_manager(autoload=False)
     assert manager.infos["tracking"].error is None
     assert {"run_start", "after_step", "score"} <= set(manager.infos["tracking"].hooks)

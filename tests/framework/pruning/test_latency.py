@@ -1,4 +1,4 @@
-"""Forward timing (fp.pruning.latency): the shape of its results on a tiny CPU model, the inputs
+"""Forward timing (fp.timing): the shape of its results on a tiny CPU model, the inputs
 the model really sees, the caller's model left alone, interleaving, and the batch search driven
 by a fake clock so that its stopping rules are exercised exactly."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from fp.errors import ConfigError
-from fp.pruning import latency
-from fp.pruning.latency import Timing, compare, saturating_batch, time_forward
+from fp import timing as latency
+from fp.timing import Timing, compare, saturating_batch, time_forward
 
 EXAMPLE = torch.randn(3, 8, 8)
 FAST = {"device": "cpu", "warmup": 1, "min_time_s": 0.0}

@@ -171,8 +171,8 @@ def test_fp_prune_takes_a_latency_function():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("fp.pruning.latency") is None,
-                    reason="fp.pruning.latency is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("fp.timing") is None,
+                    reason="fp.timing is not installed")
 def test_a_small_cnn_pruned_to_half_its_measured_cpu_latency(filter_scores):
     model = small_cnn()
     example = torch.randn(1, 3, 32, 32)

@@ -15,7 +15,7 @@ import fp
 from fp.attention import HeadAttention, expose_heads
 from fp.errors import PruningError
 from fp.pruning import build_model, channel_groups, load, prune_channels, save
-from fp.pruning.attention import attention_modules, remove_heads
+from fp.pruning.heads import attention_modules, remove_heads
 
 MEASURES = ["magnitude", "snip", "grasp", "taylor", "grad_norm", "synflow", "random"]
 

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 import fp
 from fp.errors import ConfigError, DataError, PluginError, RegistryError
-from fp.plugins.measures.grasp import Grasp
-from fp.plugins.measures.snip import Snip
+from fp_builtins.measures.grasp import Grasp
+from fp_builtins.measures.snip import Snip
 from fp.scoring import DEFAULT_SCORING_SAMPLES, ScoreContext, score
 
 

@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from fp.errors import ConfigError, DataError
-from fp.plugins.measures.fisher import Fisher
-from fp.plugins.measures.snip import Snip
-from fp.plugins.measures.taylor import Taylor
+from fp_builtins.measures.fisher import Fisher
+from fp_builtins.measures.snip import Snip
+from fp_builtins.measures.taylor import Taylor
 from fp.scoring import ScoreContext, score
 
 

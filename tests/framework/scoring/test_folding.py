@@ -5,11 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fp.scoring import filter_hvp, folding
-from fp.scoring.first_order import first_order_layers
-from fp.scoring.folding import folding_pays
-from fp.scoring.second_order import cheap_double_backward
-from fp.scoring.statistics import mean_grad_and_sq
+from fp.scoring.hvp import filterwise as filter_hvp
+from fp.scoring.layers import fold as folding
+from fp.scoring.layers.gradient_pass import first_order_layers
+from fp.scoring.layers.fold import folding_pays
+from fp.scoring.layers.double_backward import cheap_double_backward
+from fp.scoring.gradients import mean_grad_and_sq
 
 from .conftest import random_batchnorm_state
 

@@ -10,7 +10,7 @@ from fp.engine.prune_event import hvp_record
 from fp.run import PruneEvent
 from fp.nn import filter_sums
 from fp.scoring import ScoreContext, hvp
-from fp.scoring import probe as probing
+from fp.scoring.hvp import choice as probing
 from fp.config.settings import Prune
 from fp.validation import check_fields
 

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from fp.errors import ConfigError
-from fp.scoring import ScoreContext, layout, score
-from fp.scoring.layout import time_layouts as real_timing  # imported before the conftest patches
+from fp.scoring import ScoreContext, score
+from fp.scoring import autotune as layout
+from fp.scoring.autotune import time_layouts as real_timing  # imported before the conftest patches
 
 CL = torch.channels_last
 

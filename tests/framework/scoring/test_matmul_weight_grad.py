@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fp.scoring import ScoreContext
-from fp.scoring.conv_autograd import Geometry, matmul_pays
+from fp.scoring.layers.conv import Geometry, matmul_pays
 
 from .test_statistics import finite_difference_hess_grad, per_batch_grads
 from .conftest import random_batchnorm_state

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fp.scoring.folding import foldable_pairs
-from fp.scoring.second_order import cheap_double_backward
+from fp.scoring.layers.fold import foldable_pairs
+from fp.scoring.layers.double_backward import cheap_double_backward
 
 from .conftest import random_batchnorm_state
 

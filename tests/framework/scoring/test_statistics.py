@@ -111,7 +111,7 @@ def test_weighted_mean_in_one_process_divides_by_the_sample_count():
 
 
 def test_a_pass_overwrites_only_gradients_that_are_its_own():
-    from fp.scoring.statistics import owned
+    from fp.scoring.gradients import owned
 
     p, q = torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(3))
     shared = torch.autograd.grad((p + q).sum(), [p, q])  # one tensor for both, and expanded
@@ -124,7 +124,7 @@ def test_a_pass_overwrites_only_gradients_that_are_its_own():
 
 
 def test_means_are_the_same_when_the_first_gradients_are_taken_over(model, batches):
-    from fp.scoring.statistics import Moments
+    from fp.scoring.gradients import Moments
 
     batches = [*batches, (batches[0][0][:1], batches[0][1][:1])]  # a short last batch
     params = [p for p in model.parameters()]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fp.scoring import topology
+from fp.scoring import graph as topology
 
 
 def conv_relu_bn():

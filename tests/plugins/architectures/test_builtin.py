@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fp.errors import ConfigError
-from fp.plugins.architectures import fp_register_architectures
+from fp_builtins.architectures import fp_register_architectures
 
 from .conftest import count, param_count
 

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from fp.errors import ConfigError
-from fp.plugins.architectures._torchvision import torchvision_architectures
+from fp_builtins.architectures._torchvision import torchvision_architectures
 
 from .conftest import param_count
 

@@ -9,7 +9,7 @@ import torchvision.datasets.cifar as tv_cifar
 
 from fp.data import augment_batch, augment_params
 from fp.errors import DataError
-from fp.plugins.datasets.cifar import Cifar10, Cifar100
+from fp_builtins.datasets.cifar import Cifar10, Cifar100
 
 PER_BATCH = 4  # images per CIFAR-10 data batch file in these tests
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fp.plugins.datasets.digits import Digits
+from fp_builtins.datasets.digits import Digits
 
 
 def test_fixed_stratified_split_and_shapes():

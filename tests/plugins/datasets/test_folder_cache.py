@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from fp.errors import DataError
-from fp.plugins.datasets import _folder_cache
-from fp.plugins.datasets.imagefolder import ImageFolder
+from fp_builtins.datasets import _folder_cache
+from fp_builtins.datasets.imagefolder import ImageFolder
 
 TRAIN, TEST = {"ant": 3, "bee": 3}, {"ant": 1, "bee": 2}
 

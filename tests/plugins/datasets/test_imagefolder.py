@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from fp.errors import ConfigError, DataError
-from fp.plugins.datasets._folder_stream import FolderLoader
-from fp.plugins.datasets.imagefolder import ImageFolder
+from fp_builtins.datasets._folder_stream import FolderLoader
+from fp_builtins.datasets.imagefolder import ImageFolder
 from fp.data.subsets import apply_subsets
 from fp.data import TensorLoader
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fp.errors import ConfigError
-from fp.plugins.datasets.synthetic import Synthetic
+from fp_builtins.datasets.synthetic import Synthetic
 
 
 def test_shapes_follow_the_arguments():

@@ -1,4 +1,4 @@
-from fp.plugins.measures.grad_norm import GradNorm
+from fp_builtins.measures.grad_norm import GradNorm
 
 
 def test_grad_norm_filter_is_abs_of_signed_sum(weights, scores, reference, close, filter_sum):

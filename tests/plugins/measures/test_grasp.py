@@ -1,4 +1,4 @@
-from fp.plugins.measures.grasp import Grasp
+from fp_builtins.measures.grasp import Grasp
 
 
 def test_grasp_is_signed_weight_times_hessian_gradient(weights, scores, reference, close,

@@ -1,6 +1,6 @@
 import torch
 
-from fp.plugins.measures.random import Random
+from fp_builtins.measures.random import Random
 from fp.scoring import score
 
 

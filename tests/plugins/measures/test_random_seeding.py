@@ -10,7 +10,7 @@ import torch
 import fp
 from fp.engine import run_experiment
 from fp.engine.prune_event import scoring_context
-from fp.plugins.measures.random import Random
+from fp_builtins.measures.random import Random
 from fp.scoring import ScoreContext, score
 
 RUN = ["train.epochs = 3", "prune.rounds = 2", "prune.target = 0.5", "prune.samples = 64",

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from fp.plugins.architectures.resnet_cifar import CifarResNet
+from fp_builtins.architectures.resnet_cifar import CifarResNet
 from fp.nn import eval_mode
 from fp.scoring import ScoreContext, hvp
-from fp.scoring.folding import foldable_pairs
+from fp.scoring.layers.fold import foldable_pairs
 
 from .conftest import make_batches, make_tiny, reference_stats
 

@@ -2,7 +2,7 @@ import copy
 
 import torch
 
-from fp.plugins.measures.synflow import SynFlow
+from fp_builtins.measures.synflow import SynFlow
 from fp.scoring import ScoreContext, score
 
 

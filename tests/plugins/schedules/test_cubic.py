@@ -1,7 +1,7 @@
 import pytest
 
 from fp.errors import ConfigError
-from fp.plugins.schedules.cubic import Cubic, cubic_fraction
+from fp_builtins.schedules.cubic import Cubic, cubic_fraction
 
 
 def test_curve_endpoints_and_midpoint():

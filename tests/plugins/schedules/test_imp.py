@@ -1,7 +1,7 @@
 import pytest
 
 from fp.errors import ConfigError
-from fp.plugins.schedules.imp import IterativeMagnitude
+from fp_builtins.schedules.imp import IterativeMagnitude
 
 
 def test_each_cycle_keeps_the_same_fraction_and_rewinds(well_formed):

@@ -1,7 +1,7 @@
 import pytest
 
 from fp.errors import ConfigError
-from fp.plugins.schedules.manual import Manual
+from fp_builtins.schedules.manual import Manual
 
 
 def test_events_follow_the_lists(well_formed):

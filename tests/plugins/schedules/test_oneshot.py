@@ -1,7 +1,7 @@
 import pytest
 
 from fp.errors import ConfigError, DataError
-from fp.plugins.schedules.oneshot import OneShot
+from fp_builtins.schedules.oneshot import OneShot
 
 
 def test_default_prunes_at_initialisation(well_formed):

@@ -1,18 +1,18 @@
 import pytest
 
 import fp
-from fp.manager import BUILTINS
-from fp.plugins.schedules.cubic import Cubic
-from fp.plugins.schedules.imp import IterativeMagnitude
-from fp.plugins.schedules.manual import Manual
-from fp.plugins.schedules.oneshot import OneShot
-from fp.plugins.schedules.rounds import Rounds
+from fp.manager import builtin_plugins
+from fp_builtins.schedules.cubic import Cubic
+from fp_builtins.schedules.imp import IterativeMagnitude
+from fp_builtins.schedules.manual import Manual
+from fp_builtins.schedules.oneshot import OneShot
+from fp_builtins.schedules.rounds import Rounds
 
 
 @pytest.fixture
 def schedules(monkeypatch):
     # only the schedules plugin: other built-ins are tested in their own folders
-    monkeypatch.setenv("FP_BLOCK_PLUGINS", ",".join(n for n in BUILTINS if n != "schedules"))
+    monkeypatch.setenv("FP_BLOCK_PLUGINS", ",".join(n for n in builtin_plugins() if n != "schedules"))
     return fp.make_manager(autoload=False).registries["schedules"]
 
 

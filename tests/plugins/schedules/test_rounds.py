@@ -4,7 +4,7 @@ import re
 import pytest
 
 from fp.errors import ConfigError
-from fp.plugins.schedules.rounds import Rounds, paper_round_fractions
+from fp_builtins.schedules.rounds import Rounds, paper_round_fractions
 
 
 @pytest.mark.parametrize("target,rounds", [(0.9, 1), (0.9, 3), (0.5, 5), (0.99, 10), (0.3, 7)])

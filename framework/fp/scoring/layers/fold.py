@@ -1,0 +1,172 @@
+"""Eval-mode BatchNorm folded into the convolution feeding it: conv(x, W)·s + c = conv(x, W·s) + c.
+
+A folded BatchNorm costs no pass over the convolution's output in either direction, but the fold
+costs passes over the weight (W·s forward; ∂W and ∂s backward, and once more in a double
+backward). So a pair folds only when the convolution's output holds at least as many elements
+as its weight (``folding_pays``): the wide early layers of a CIFAR ResNet, not the narrow late
+ones of an ImageNet-style ResNet at 32 px, whose 3×3×512×512 weights dwarf their 1×1 outputs.
+Either way the function and its derivatives are the same; only rounding differs.
+
+``foldable_pairs`` finds the pairs (torch.fx), ``first_order.first_order_layers`` folds them for
+a plain gradient pass, and ``Folds`` records which pairs one Hessian-gradient computation folds
+(``second_order`` folds them into its own convolutions).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import weakref
+from collections import Counter
+from typing import Iterator
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from fp.scoring.graph import structure_fingerprint
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+BATCHNORM = nn.modules.batchnorm._BatchNorm
+
+
+def is_plain_conv(module: nn.Module) -> bool:
+    return (isinstance(module, CONVS) and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
+
+
+def is_fixed_batchnorm(module: nn.Module) -> bool:
+    return (isinstance(module, BATCHNORM) and not module.training
+            and module.running_mean is not None and module.running_var is not None)
+
+
+def batchnorm_affine(module: nn.Module) -> tuple[Tensor, Tensor]:
+    """Eval-mode BatchNorm as the per-channel affine map x·s + c it is: (s, c)."""
+    scale = torch.rsqrt(module.running_var + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight
+    shift = -module.running_mean * scale
+    if module.bias is not None:
+        shift = shift + module.bias
+    return scale, shift
+
+
+def folded_weight_and_bias(conv: nn.Module, bn: nn.Module) -> tuple[Tensor, Tensor]:
+    """(W·s, b·s + c): the convolution's parameters with the BatchNorm after it folded in."""
+    scale, shift = batchnorm_affine(bn)
+    weight, bias = conv.weight, conv.bias
+    weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
+    return weight, shift if bias is None else torch.addcmul(shift, bias, scale)
+
+
+def folding_pays(x: Tensor, conv: nn.Module, batch_size: int | None = None) -> bool:
+    """Whether the convolution's output on ``x`` (on ``batch_size`` samples shaped as those of
+    ``x``, if given) has at least as many elements as its weight."""
+    weight = conv.weight
+    spatial = weight.dim() - 2
+    batch = x.shape[0] if x.dim() == weight.dim() else 1
+    size = (batch if batch_size is None else batch_size) * weight.shape[0]
+    for length, k, s, p, d in zip(x.shape[-spatial:], weight.shape[2:], conv.stride,
+                                  conv.padding, conv.dilation):
+        size *= max(0, (length + 2 * p - d * (k - 1) - 1) // s + 1)
+    return size >= math.prod(weight.shape)
+
+
+class Folds:
+    """The pairs one computation folds: each pair decides on the first batch it sees
+    (``folding_pays``, for ``batch_size`` samples if given: ranks that agree on it fold alike)
+    and keeps that decision for every later batch, so that all batches fold alike and a
+    correction for the fold (``filter_hvp``) applies to exactly ``folded()``."""
+
+    def __init__(self, model: nn.Module, batch_size: int | None = None):
+        self.pairs = foldable_pairs(model)
+        self.batch_size = batch_size
+        self.decided: dict[str, bool] = {}
+
+    def fold(self, conv_name: str, conv: nn.Module, x: Tensor) -> bool:
+        if conv_name not in self.decided:
+            self.decided[conv_name] = folding_pays(x, conv, self.batch_size)
+        return self.decided[conv_name]
+
+    def folded(self) -> dict[str, str]:
+        return {conv: bn for conv, bn in self.pairs.items() if self.decided.get(conv)}
+
+
+def skipped(x: Tensor) -> Tensor:
+    return x
+
+
+@contextlib.contextmanager
+def patched_forwards(forwards: dict[nn.Module, object]) -> Iterator[None]:
+    """Within the block, each module's instance ``forward`` is the one given; after it, its
+    class's again."""
+    patched = []
+    try:
+        for module, forward in forwards.items():
+            module.forward = forward
+            patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+        return isinstance(m, (*CONVS, BATCHNORM)) or super().is_leaf_module(m, qualified_name)
+
+
+def _gamma_has_beta(bn: nn.Module) -> bool:
+    """A trainable γ folds only beside a trainable β: filter-wise products of a folded pair
+    need ∂L/∂β to correct for the fold (``filter_hvp``)."""
+    return (bn.weight is None or not bn.weight.requires_grad
+            or (bn.bias is not None and bn.bias.requires_grad))
+
+
+#: model → (its structure when traced, the pairs found): a prune event folds once per batch
+_PAIRS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, str]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _structure(model: nn.Module) -> tuple:
+    """What the pairs depend on besides the forward code: modules and shapes, modes, frozen γ/β
+    and patched forwards."""
+    return structure_fingerprint(model), tuple(
+        (m.training, "forward" in vars(m), *(p.requires_grad for p in m.parameters(False)))
+        for m in model.modules())
+
+
+def foldable_pairs(model: nn.Module) -> dict[str, str]:
+    """Convolution name → name of the eval-mode BatchNorm that is its output's only consumer,
+    each module called exactly once; {} when torch.fx cannot trace the model. Cached per model
+    while its modules, their modes and their parameters' shapes stay the same."""
+    structure = _structure(model)
+    cached = _PAIRS.get(model)
+    if cached is not None and cached[0] == structure:
+        return dict(cached[1])
+    pairs = _traced_pairs(model)
+    _PAIRS[model] = structure, pairs
+    return dict(pairs)
+
+
+def _traced_pairs(model: nn.Module) -> dict[str, str]:
+    try:
+        graph = _Tracer().trace(model)
+    except Exception:  # noqa: BLE001 - fx rejects data-dependent control flow in many ways
+        return {}
+    modules = dict(model.named_modules())
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    pairs = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not is_plain_conv(modules[node.target]):
+            continue
+        if len(node.users) != 1:
+            continue
+        (user,) = node.users
+        if (user.op == "call_module" and is_fixed_batchnorm(modules[user.target])
+                and user.args[:1] == (node,) and len(user.args) + len(user.kwargs) == 1
+                and calls[node.target] == 1 and calls[user.target] == 1
+                and not any("forward" in vars(modules[n]) for n in (node.target, user.target))
+                and modules[user.target].num_features == modules[node.target].out_channels
+                and _gamma_has_beta(modules[user.target])):
+            pairs[node.target] = user.target
+    return pairs

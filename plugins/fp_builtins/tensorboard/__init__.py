@@ -1,0 +1,164 @@
+"""TensorBoard logging of every run, on by default: ``tensorboard --logdir RUN_OR_SWEEP_DIR``.
+
+The event files go straight into the run directory, so a sweep directory shows one TensorBoard
+run per experiment. Every scalar is plotted against the global optimizer step (epoch-level values
+at the step that ends their epoch), so per-step, per-epoch and per-prune curves share one axis.
+
+Tags, by section:
+  train/   loss, acc, lr per epoch; batch_loss every ``log_every`` steps
+  test/    loss, acc, best_acc per epoch
+  model/   params, flops, filters_kept and their ``_frac`` of the dense model, per epoch
+  prune/   target (and sparsity at weight granularity) per event; score histograms per layer
+           (``prune/scores/<layer>``) and over all layers (``prune/scores/all``)
+  layer/   ``layer/<layer>/width``: output channels kept after each prune event
+  config/  the operative gin config (text), at the start
+  flow/    the gradient-flow diagnostics (``fp_builtins.flow``), and any plugin's ``log_scalars``
+and, at the end, an hparams summary: the train/prune/data/model settings against the final
+test/acc, test/best_acc, model/params_frac and model/flops_frac.
+
+Settings (gin): ``tensorboard.enabled``, ``tensorboard.histograms`` (score histograms at prune
+events), ``tensorboard.log_every`` (steps between batch-loss points, 0 = none). Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import gin
+import torch
+
+import fp
+from fp.errors import ConfigError
+from fp_builtins.tensorboard.hparams import write_hparams
+from fp.run import layer_tag
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.tensorboard import SummaryWriter
+
+#: run.state key of the open writer; the leading underscore keeps it out of checkpoints
+STATE_KEY = "_tensorboard"
+
+#: epoch metric (the ``after_epoch`` dict) -> TensorBoard tag
+EPOCH_TAGS = {
+    "train_loss": "train/loss", "train_acc": "train/acc", "lr": "train/lr",
+    "test_loss": "test/loss", "test_acc": "test/acc", "best_test_acc": "test/best_acc",
+    "params": "model/params", "flops": "model/flops", "filters_kept": "model/filters_kept",
+    "params_frac": "model/params_frac", "flops_frac": "model/flops_frac",
+    "filters_kept_frac": "model/filters_kept_frac",
+}
+
+
+@gin.configurable("tensorboard")
+def tensorboard(enabled: bool = True, histograms: bool = True,
+                log_every: Annotated[int, fp.Range(ge=1)] = 50) -> dict[str, Any]:
+    """TensorBoard settings: write event files at all, write prune-score histograms, and the
+    number of optimizer steps between two batch-loss points (0 = per-epoch values only)."""
+    if int(log_every) != log_every or log_every < 0:
+        raise ConfigError(f"tensorboard.log_every = {log_every!r} must be a whole number of steps, "
+                          f"at least 0 (0 = no per-step batch loss).")
+    return {"enabled": bool(enabled), "histograms": bool(histograms), "log_every": int(log_every)}
+
+
+def writer_for(run) -> "SummaryWriter | None":
+    """The run's SummaryWriter (opened on first use), for plugins that log into the same event
+    file; None on ranks other than 0, when ``tensorboard.enabled = False``, when this plugin is
+    blocked, and after the run ended."""
+    board = _board(run)
+    return board["writer"] if board else None
+
+
+def _board(run) -> dict[str, Any] | None:
+    if STATE_KEY not in run.state:
+        run.state[STATE_KEY] = _open(run)
+    return run.state[STATE_KEY]
+
+
+def _open(run) -> dict[str, Any] | None:
+    if not run.is_main or not run.manager.is_registered(sys.modules[__name__]):
+        return None
+    settings = tensorboard()
+    if not settings["enabled"]:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    # A resume replays from its checkpoint, which is saved after the epoch-end logging at
+    # run.step: TensorBoard keeps what an earlier process logged below purge_step, drops the rest.
+    purge_step = run.step + 1 if run.resumed else None
+    writer = SummaryWriter(log_dir=str(run.out_dir), purge_step=purge_step)
+    return {"settings": settings, "writer": writer}
+
+
+@fp.hookimpl(trylast=True)  # last, so the other plugins' settings are in the operative config
+def run_start(run) -> None:
+    writer = writer_for(run)
+    if writer is None:
+        return
+    # fenced, so TensorBoard's markdown keeps the gin file's line breaks and '#' comments
+    writer.add_text("config/operative", f"```\n{fp.operative_config()}\n```", run.step)
+
+
+@fp.hookimpl
+def log_scalars(run, scalars: dict[str, float], step: int) -> None:
+    writer = writer_for(run)
+    if writer is None:
+        return
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
+
+
+@fp.hookimpl
+def after_step(run, step: int, loss: torch.Tensor) -> None:
+    board = _board(run)
+    if board is None:
+        return
+    every = board["settings"]["log_every"]
+    if every and step % every == 0:
+        board["writer"].add_scalar("train/batch_loss", loss.item(), step)  # item() syncs: rarely
+
+
+@fp.hookimpl
+def after_prune(run, event) -> None:
+    board = _board(run)
+    if board is None:
+        return
+    writer = board["writer"]
+    writer.add_scalar("prune/target", event.target, event.step)
+    if event.sparsity is not None:
+        writer.add_scalar("prune/sparsity", event.sparsity, event.step)
+    for name, width in event.widths_after.items():
+        writer.add_scalar(layer_tag(name, "width"), width, event.step)
+    if board["settings"]["histograms"]:
+        write_score_histograms(writer, event.scores, event.step)
+
+
+def write_score_histograms(writer: "SummaryWriter", scores: dict[str, torch.Tensor],
+                           step: int) -> None:
+    """One histogram per layer and one of every score together (the global ranking's view)."""
+    finite = {name: values.detach().float().flatten().cpu() for name, values in scores.items()}
+    finite = {name: v[torch.isfinite(v)] for name, v in finite.items()}
+    finite = {name: v for name, v in finite.items() if v.numel()}  # an empty histogram is an error
+    for name, values in finite.items():
+        writer.add_histogram(f"prune/scores/{name.removesuffix('.weight')}", values, step)
+    if finite:
+        writer.add_histogram("prune/scores/all", torch.cat(list(finite.values())), step)
+
+
+@fp.hookimpl(trylast=True)  # after other plugins logged this epoch, so the flush includes them
+def after_epoch(run, epoch: int, metrics: dict[str, float]) -> None:
+    writer = writer_for(run)
+    if writer is None:
+        return
+    for key, tag in EPOCH_TAGS.items():
+        if metrics.get(key) is not None:
+            writer.add_scalar(tag, metrics[key], run.step)
+    writer.flush()
+
+
+@fp.hookimpl(trylast=True)
+def run_end(run, summary: dict[str, Any]) -> None:
+    writer = writer_for(run)
+    if writer is None:
+        return
+    write_hparams(writer, run.config, run.step)
+    writer.close()
+    run.state[STATE_KEY] = None  # closed: later calls get None instead of reopening a file
