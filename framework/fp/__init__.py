@@ -9,6 +9,7 @@ the ``fp.hookimpl`` marker, and the contract modules plugins may import: ``fp.er
 from __future__ import annotations
 
 import importlib
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING
 
 from fp.errors import FpError
@@ -44,7 +45,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'fp' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("flowprune")  # pyproject.toml holds the version
 
 
 def operative_config() -> str:

@@ -15,12 +15,10 @@ err = Console(stderr=True, soft_wrap=True)
 def device_option(value: str | None) -> str | None:
     """A misspelt device is a usage error (exit 2); whether it exists is checked with the rest of
     the settings, once torch is loaded."""
-    import re
+    from fp import device
 
-    from fp.config.settings import DEVICE_FORMS, DEVICE_PATTERN
-
-    if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
-        raise typer.BadParameter(f"{value!r} is not a device; use {DEVICE_FORMS}.")
+    if value is not None and not device.well_spelt(value):
+        raise typer.BadParameter(f"{value!r} is not a device; use {device.FORMS}.")
     return value
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import gin
 
+from fp import device as devices
 from fp.errors import ConfigError
 from fp.nn import FILTER, GRANULARITIES
 from fp.validation import OneOf, Range, check_fields
@@ -125,35 +126,8 @@ class Experiment:
     keep_epochs: tuple[int, ...] = ()     # also keep the checkpoints of these epochs (interventions)
 
     def validate(self) -> None:
-        problem = device_problem(self.device)
+        problem = devices.problem(self.device)
         _check(problem is None, f"experiment.device = {self.device!r} {problem}.")
-
-
-DEVICE_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
-
-
-def device_problem(name: str) -> str | None:
-    """Why ``name`` is not a usable device on this machine, or None. The spelling is checked
-    without torch; whether the device exists only once torch is imported anyway."""
-    import re
-
-    if not re.fullmatch(DEVICE_PATTERN, name):
-        return f"must be {DEVICE_FORMS}"
-    if name in ("auto", "cpu"):
-        return None
-    import torch
-
-    if name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        return None if mps is not None and mps.is_available() else "names no available device (no MPS here)"
-    count = torch.cuda.device_count()
-    index = int(name.partition(":")[2] or 0)
-    if count == 0:
-        return "names no available device (no CUDA GPU here; use 'cpu' or 'auto')"
-    if index >= count:
-        return f"names no available device (this machine has {count} CUDA device(s))"
-    return None
 
 
 def _check(ok: bool, message: str) -> None:

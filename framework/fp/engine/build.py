@@ -8,7 +8,8 @@ import torch
 from fp import config, pruning
 from fp.engine import optim, rundir
 from fp.engine.prune_event import scoring_batches
-from fp.engine.checkpoint import Setup, make_forward, resolve_device, seed_everything
+from fp import device as devices
+from fp.engine.checkpoint import Setup, make_forward, seed_everything
 from fp.manager import Manager
 from fp.run import Run
 from fp.config.settings import Settings
@@ -20,7 +21,7 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
                 world_size: int = 1) -> Setup:
     st = settings
     seed_everything(st.experiment.seed)
-    device = resolve_device(st.experiment.device)
+    device = devices.resolve(st.experiment.device, what="experiment.device =")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     regs = manager.registries

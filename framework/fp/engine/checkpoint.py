@@ -28,14 +28,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FpError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu.")
-    return torch.device(name)
-
-
 @dataclass
 class Setup:
     """A built experiment plus the bookkeeping the checkpoint carries."""

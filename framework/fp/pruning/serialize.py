@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fp.atomic import atomic_write
 from fp.errors import CheckpointError, PruningError
 from fp.pruning.arch import arch_of, build_model, is_plain
 from fp.pruning.heads import reconcile
@@ -114,22 +115,9 @@ def reshape_tensors(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
 def save(model: nn.Module, path: str | os.PathLike, masks: dict[str, Tensor] | None = None) -> Path:
     """Write ``model`` (and its masks, default ``model.fp_masks``) to ``path`` atomically."""
     path = Path(path)
-    write_atomically(model_state(model, masks), path)
+    state = model_state(model, masks)
+    atomic_write(path, lambda handle: torch.save(state, handle))
     return path
-
-
-def write_atomically(obj: Any, path: Path) -> None:
-    """A crash mid-write leaves the old file (or none), never a truncated one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load(path: str | os.PathLike, *, manager=None, map_location: Any = "cpu") -> nn.Module:

@@ -30,7 +30,7 @@ from fp.tools.bench.scoring_cost import score_rows
 from fp.tools.bench.surgery import prune_surgery_row
 from fp.tools.bench.timing import skipped_row
 from fp.tools.bench.training import AMP_TARGET, amp_row, train_loop_row
-from fp.engine.checkpoint import resolve_device
+from fp import device as devices
 from fp.manager import Manager, make_manager
 from fp.pruning import build_model
 
@@ -72,7 +72,7 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
     gives folder_train real images; ``on_row`` sees each row as soon as it is done."""
     data = None if data is None else check_data(data)
     sizes = sizes or (QUICK if quick else FULL)
-    where = resolve_device(device)
+    where = devices.resolve(device, what="--device")
     manager = manager or make_manager()
     rows: list[dict[str, Any]] = []
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fp.config.settings import device_problem
+from fp import device as devices
 from fp.errors import ConfigError
 from fp import timing as latency
 
@@ -24,7 +24,7 @@ def timing_device(asked: str | None, run_dir: Path | None) -> torch.device:
     """``--device``, else the device the run trained on (its summary.json), else the CPU."""
     recorded = None if asked or run_dir is None else recorded_field(run_dir, "device")
     name = asked or recorded or "cpu"
-    problem = device_problem(name)
+    problem = devices.problem(name)
     if problem is not None:
         raise ConfigError(f"--device {name} {problem}." if asked else
                           f"the run's device {name!r} (its summary.json) {problem}; pass --device "

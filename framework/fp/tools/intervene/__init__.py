@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from fp.engine.checkpoint import resolve_device
+from fp import device as devices
 from fp.errors import ConfigError
 from fp.manager import Manager, make_manager
 from fp.tools.intervene import records, samples
@@ -76,7 +76,7 @@ def intervene(run_dirs: Sequence[str | Path], measures: str | Sequence[str], fra
 def measure_run(run: DenseRun, request: Request, done: dict[tuple, dict],
                 manager: Manager) -> None:
     """The records of ``run`` not in ``done``, appended to the file as each is measured."""
-    device = resolve_device(request.device or run.settings.experiment.device)
+    device = devices.resolve(request.device or run.settings.experiment.device)
     dataset = None
     for epoch in chosen_epochs(run, request.epochs):
         todo = [name for name in request.measures
