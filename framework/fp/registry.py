@@ -7,6 +7,7 @@ from typing import Any
 import gin
 
 from fp.errors import RegistryError, did_you_mean
+from fp.gin_adapter import drop_configurable, exact_names_bind
 
 #: registry kind -> the registration hook that fills it
 KINDS = {
@@ -70,18 +71,10 @@ def configurable(kind: str, cls: type) -> Any:
     if known is not None and known[0] is cls:
         return known[1]
     if known is not None:
-        _forget_gin_configurable(f"{kind}.{cls.name}")
+        drop_configurable(f"{kind}.{cls.name}")  # gin refuses a second class under one name
     wrapper = gin.external_configurable(cls, name=cls.name, module=kind)
     _GIN_WRAPPERS[key] = (cls, wrapper)
     return wrapper
-
-
-def _forget_gin_configurable(full_name: str) -> None:
-    from gin import config as gin_config
-
-    registry = gin_config._REGISTRY  # gin offers no public way to drop a configurable
-    if full_name in registry:
-        registry.pop(full_name)
 
 
 def register_with_gin(registries: dict[str, Registry]) -> None:
@@ -89,30 +82,8 @@ def register_with_gin(registries: dict[str, Registry]) -> None:
     for kind, reg in registries.items():
         for cls in reg.classes.values():
             configurable(kind, cls)
-    _prefer_registered_names()
+    # ``vgg13.layers`` would otherwise be ambiguous between ``architectures.vgg13`` and
+    # ``architectures.torchvision.vgg13`` (gin matches any dotted suffix): a selector that is
+    # exactly a registered name binds that registration
+    exact_names_bind(KINDS)
 
-
-def _prefer_registered_names() -> None:
-    """A selector that is exactly a registered name binds that registration.
-
-    ``vgg13.layers`` would otherwise be ambiguous between ``architectures.vgg13`` and
-    ``architectures.torchvision.vgg13`` (gin matches any dotted suffix). gin already prefers an
-    exact complete selector; this extends that rule to the name a user registered, by wrapping
-    the lookup of gin's registry of configurables (gin has no public hook for it)."""
-    from gin import config as gin_config
-
-    registry = gin_config._REGISTRY
-    if getattr(registry, "_fp_prefers_names", False):
-        return
-    plain = type(registry).matching_selectors.__get__(registry)
-
-    def matching_selectors(partial: str) -> list[str]:
-        found = plain(partial)
-        if len(found) > 1:
-            exact = [s for s in found if s.partition(".")[0] in KINDS and s.partition(".")[2] == partial]
-            if len(exact) == 1:
-                return exact
-        return found
-
-    registry.matching_selectors = matching_selectors
-    registry._fp_prefers_names = True

@@ -69,7 +69,7 @@ def plugins_cmd() -> None:
 @app.command("list")
 def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, architectures, datasets, schedules or experiments.")] = None) -> None:
     """List what is registered, with one-line descriptions; `experiments` lists the shipped gin files."""
-    from fp.config.gin_files import shipped_experiments
+    from fp.config.files import shipped_experiments
     from fp.errors import did_you_mean
     from fp.manager import make_manager
     from fp.registry import KINDS

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Sequence
 
 import gin
-from gin import config as gin_config
 
-from fp import validation
+from fp import gin_adapter, validation
 from fp.config import cluster, settings  # cluster: the slurm block gin files may bind
-from fp.config.gin_errors import explain, first_line
-from fp.config.gin_files import (SHIPPED, existing_file, includes_relative_to_including_file,
-                                  unclosed_line)
+from fp.config.files import (SHIPPED, existing_file, includes_relative_to_including_file,
+                             unclosed_line)
+from fp.config.messages import explain, first_line
 from fp.errors import ConfigError
 from fp.manager import Manager
 
@@ -86,13 +85,10 @@ def gin_literal(value: str, arg: str, option: str = "--grid") -> str:
 def check_bound_values() -> None:
     """Check every bound value against the annotation of the parameter it binds (settings
     fields, plugin constructor arguments, configurable functions) before anything is built."""
-    for (scope, selector), params in list(gin_config._CONFIG.items()):
-        configurable = gin_config._REGISTRY.get(selector)
-        if configurable is None:
-            continue
-        hints = validation.parameter_hints(configurable.wrapped)
-        label = (f"{scope}/" if scope else "") + configurable.name
-        for param, value in params.items():
+    for bound in gin_adapter.bound_values():
+        hints = validation.parameter_hints(bound.target)
+        label = (f"{bound.scope}/" if bound.scope else "") + bound.name
+        for param, value in bound.values.items():
             if param in hints:
                 validation.check(f"{label}.{param}", value, hints[param])
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import re
 
-from gin import config as gin_config
-
-from fp.config.gin_files import SHIPPED
+from fp import gin_adapter
+from fp.config.files import SHIPPED
 from fp.errors import did_you_mean
 
 
@@ -24,7 +23,7 @@ def explain(message: str, where: str | None) -> str:
         hint = did_you_mean(unknown.group(1), _configurable_names())
     param = re.match(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", first)
     if param:
-        hint = did_you_mean(param.group(2), _parameters_of(param.group(1)))
+        hint = did_you_mean(param.group(2), gin_adapter.parameters_of(param.group(1)))
     unopened = re.match(r"Unable to open file: (\S+)\.", first)
     if unopened:
         first = f"included file {unopened.group(1)!r} was not found next to the including file or among the shipped experiments ({SHIPPED / 'gin'})"
@@ -33,18 +32,10 @@ def explain(message: str, where: str | None) -> str:
 
 
 def _configurable_names() -> list[str]:
+    """Every configurable's complete selector and its last part (``measures.snip``, ``snip``)."""
     names = set()
-    for selector, _ in gin_config._REGISTRY.items():  # gin has no public listing of configurables
+    for selector in gin_adapter.configurable_names():
         names.add(selector)
         names.add(selector.rsplit(".", 1)[-1])
     return sorted(names)
 
-
-def _parameters_of(name: str) -> list[str]:
-    try:
-        fn = gin_config._REGISTRY.get_match(name).wrapped
-    except Exception:
-        return []
-    import inspect
-    target = fn.__init__ if isinstance(fn, type) else fn
-    return [p for p in inspect.signature(target).parameters if p != "self"]

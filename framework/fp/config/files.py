@@ -1,15 +1,15 @@
-"""Reading gin files: which file a name means, includes resolved against the including file, and
-the line of an unclosed bracket or quote (gin reports the end of the file)."""
+"""Which file a config name means: the path itself or a shipped experiment, the shipped
+experiments listed, ``include`` resolved against the including file, and the line of an unclosed
+bracket or quote (gin reports the end of the file)."""
 from __future__ import annotations
 
 import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
-from gin import config as gin_config
-
+from fp import gin_adapter
 from fp.errors import ConfigError
 
 #: the shipped experiments: ``SHIPPED / "gin"`` holds the repository's gin/ folder (in a checkout a
@@ -77,33 +77,26 @@ def unclosed_line(path: Path) -> int | None:
 @contextlib.contextmanager
 def includes_relative_to_including_file() -> Iterator[list[Path]]:
     """Resolve ``include 'x.gin'`` against the including file's folder first, then the current
-    folder and the shipped experiments (so 'gin/base/x.gin' works from anywhere). gin only offers search paths, so while a file is open its
-    folder is put first in gin's search list (a private list, restored afterwards)."""
+    folder and the shipped experiments (so 'gin/base/x.gin' works from anywhere). gin only offers
+    search paths, so while a file is open its folder is searched first. Yields the files opened
+    so far, in order; an include cycle is refused with the chain of files."""
     opened: list[Path] = []
-    prefixes, readers = list(gin_config._LOCATION_PREFIXES), list(gin_config._FILE_READERS)
-
     reading: list[Path] = []  # the chain of files open right now: an include cycle shows in it
 
     @contextlib.contextmanager
-    def reader(path: str):
+    def reader(path: str) -> Iterator[IO[str]]:
         resolved = Path(path).resolve()
         if resolved in reading:
             chain = " -> ".join(p.name for p in [*reading[reading.index(resolved):], resolved])
             raise ConfigError(f"{resolved} includes itself ({chain}).")
         opened.append(resolved)
         reading.append(resolved)
-        gin_config._LOCATION_PREFIXES.insert(0, str(resolved.parent))
         try:
-            with open(path, encoding="utf-8") as handle:
+            with gin_adapter.searched_first(resolved.parent), \
+                    open(path, encoding="utf-8") as handle:
                 yield handle
         finally:
-            gin_config._LOCATION_PREFIXES.remove(str(resolved.parent))
             reading.pop()
 
-    gin_config._LOCATION_PREFIXES[:] = ["", str(SHIPPED), str(SHIPPED / "gin")]
-    gin_config._FILE_READERS[:] = [(reader, os.path.isfile)]
-    try:
+    with gin_adapter.search_path(["", str(SHIPPED), str(SHIPPED / "gin")], reader):
         yield opened
-    finally:
-        gin_config._LOCATION_PREFIXES[:] = prefixes
-        gin_config._FILE_READERS[:] = readers
