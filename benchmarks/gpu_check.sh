@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A prepared check for a short GPU slot, from a fresh copy of this checkout:
 #   bash benchmarks/gpu_check.sh [--data PATH/cifar10-jpg.tar.gz] [--out DIR] [--dry-run]
-# It makes fp importable (installing the checkout without dependencies, offline, if needed),
-# then hands over to python -m fp.tools.bench.gpu_check, which prints one JSON summary on
-# stdout (progress on stderr). --dry-run rehearses the same code on the CPU in seconds.
+# It makes fp importable from this checkout (installing it without dependencies, offline, if
+# needed), then hands over to the benchmark package beside this script (benchmarks/gpu_check/,
+# not installed: run with benchmarks/ on PYTHONPATH), which prints one JSON summary on stdout
+# (progress on stderr). --dry-run rehearses the same code on the CPU in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
@@ -19,25 +20,29 @@ elif [[ -n "$missing" ]]; then
     echo "gpu_check: $PY lacks fp's dependencies $missing; install them (see pyproject.toml) first." >&2
     exit 3
 fi
-# fp must import, and from this checkout (not from an older install elsewhere)
-export FP_GPU_CHECK_INSTALL="fp was already importable"
-if ! "$PY" -c "import fp, pathlib, sys
-sys.exit(pathlib.Path(fp.__file__).resolve().parent != pathlib.Path('framework/fp').resolve())" 2>/dev/null; then
-    echo "gpu_check: fp is not importable from this checkout; installing it: pip install --no-deps --no-build-isolation -e ." >&2
-    if log=$("$PY" -m pip install --no-deps --no-build-isolation -e . 2>&1); then
-        FP_GPU_CHECK_INSTALL="installed with pip install --no-deps --no-build-isolation -e ."
-    else
-        # e.g. a setuptools too old for pyproject.toml: import the sources through a folder of
-        # links laid out as the install would (framework/ as fp, plugins/ as fp_builtins)
+# fp must import, and from this checkout (framework/fp), not from an older install elsewhere; it
+# needs its installed metadata too (its version, and the entry points that name the built-ins)
+from_here() {
+    "$PY" -c "import fp, pathlib, sys
+sys.exit(pathlib.Path(fp.__file__).resolve().parent != pathlib.Path('framework/fp').resolve())" 2>/dev/null
+}
+INSTALL="pip install --no-deps --no-build-isolation -e ."
+if from_here; then
+    FP_GPU_CHECK_INSTALL="fp was already importable from this checkout"
+else
+    echo "gpu_check: fp is not importable from this checkout; installing it: $INSTALL" >&2
+    if ! log=$("$PY" -m pip install --no-deps --no-build-isolation -e . 2>&1); then
         why=$(grep -m1 -E "[A-Za-z]+Error: " <<<"$log" || grep -m1 "error:" <<<"$log" || true)
         why=$(sed "s/^ *//" <<<"$why")
-        links=$(mktemp -d "${TMPDIR:-/tmp}/fp-gpu-check-src.XXXXXX")
-        mkdir "$links/fp"
-        ln -s "$PWD"/framework/* "$links/fp/"
-        ln -s "$PWD/plugins" "$links/fp/plugins"
-        export PYTHONPATH="$links${PYTHONPATH:+:$PYTHONPATH}"
-        FP_GPU_CHECK_INSTALL="pip install -e . failed (${why:-see pip}); fp imported from source through $links"
-        echo "gpu_check: $FP_GPU_CHECK_INSTALL" >&2
+        echo "gpu_check: $INSTALL failed (${why:-see its output}), so fp cannot be imported from this checkout; install it by hand and run again." >&2
+        exit 3
     fi
+    if ! from_here; then
+        echo "gpu_check: fp still does not import from this checkout after $INSTALL (another fp comes first on $PY's path)." >&2
+        exit 3
+    fi
+    FP_GPU_CHECK_INSTALL="installed with $INSTALL"
 fi
-exec "$PY" -m fp.tools.bench.gpu_check "$@"
+export FP_GPU_CHECK_INSTALL
+export PYTHONPATH="$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m gpu_check.cli "$@"

@@ -14,12 +14,12 @@ from typing import Any, Callable
 
 import torch
 
-from fp import config
-from fp.config.gin_files import SHIPPED
-from fp.engine.build import build_setup
-from fp.manager import make_manager
-from fp.tools.bench import gpu_monitor as monitor, gpu_parts as parts, gpu_train as train
+import fp
 
+from . import monitor, probes, train
+
+#: the checkout this benchmark lives in: the experiments are its gin/ files
+REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = "gin/resnet56_snip.gin"
 FOLDER = "gin/base/cifar10_folder.gin"
 AMP = ["experiment.amp = True", "experiment.channels_last = True"]
@@ -67,7 +67,7 @@ class Check:
         self.start = time.perf_counter()
         self.end = self.start + (budget or sizes.budget_s)
         self.report: dict[str, Any] = {"summary": {}, "parts": {}}
-        self.files, self.bindings, self._setup = [EXPERIMENT], [], None
+        self.files, self.bindings, self._run = [EXPERIMENT], [], None
 
     def left(self) -> float:
         return self.end - time.perf_counter()
@@ -96,8 +96,8 @@ class Check:
             self.use_synthetic()
             self.report["parts"]["data"]["fallback"] = "the other parts use synthetic data"
         self.part("on_device_data", self.on_device_data)
-        self.part("scoring", lambda: parts.prune_events(self.setup()))
-        self._setup = None  # frees its data and model before training measures peak memory
+        self.part("scoring", lambda: probes.prune_events(self.built()))
+        self._run = None  # frees its data and model before training measures peak memory
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.training()
@@ -105,7 +105,7 @@ class Check:
         return self.report
 
     def process_group(self) -> dict[str, Any]:
-        found = parts.process_group(self.sizes.backend, self.device)
+        found = probes.process_group(self.sizes.backend, self.device)
         if self.sizes.backend != "nccl":
             found["nccl"] = {"skipped": monitor.NO_CUDA}
         return found
@@ -119,7 +119,7 @@ class Check:
                                               "the timings hold, the accuracies mean nothing"}
         folder = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="fp-gpu-data-")))
         start = time.perf_counter()
-        found = parts.unpack(self.archive, folder, self.sizes.per_class)
+        found = probes.unpack(self.archive, folder, self.sizes.per_class)
         self.files = [EXPERIMENT, FOLDER]
         pixels = self.sizes.folder_pixels
         self.bindings = [f"imagefolder.root = {found['root']!r}"] + (
@@ -136,29 +136,28 @@ class Check:
                          "train.lr = 0.01"]  # random labels: a small step keeps the loss finite
 
     def common(self) -> tuple[list[str], list[str]]:
-        files = [str(SHIPPED / f) for f in self.files]
+        files = [str(REPO / f) for f in self.files]
         return files, [*self.bindings, *self.sizes.shrink, f"experiment.device = '{self.device}'"]
 
-    def setup(self):
-        """The experiment built as ``fp run`` builds it, untrained (dense), for the probes."""
-        if self._setup is None:
+    def built(self):
+        """The experiment as ``fp run`` builds it, untrained (dense), for the probes."""
+        if self._run is None:
             files, bindings = self.common()
-            manager = make_manager()
             out = self.stack.enter_context(tempfile.TemporaryDirectory(prefix="fp-gpu-setup-"))
-            self._setup = build_setup(config.parse(files, bindings, manager), manager, Path(out))
-        return self._setup
+            self._run = probes.built_run(files, bindings, Path(out))
+        return self._run
 
     def on_device_data(self) -> dict[str, Any]:
         start = time.perf_counter()
-        setup = self.setup()  # a folder is decoded here (and cached beside its images)
-        return {"build_s": round(time.perf_counter() - start, 3), **parts.on_device(setup)}
+        run = self.built()  # a folder is decoded here (and cached beside its images)
+        return {"build_s": round(time.perf_counter() - start, 3), **probes.on_device(run)}
 
     def training(self) -> None:
         files, bindings = self.common()
         plan: dict[str, Any] = {}
 
         def protocol() -> dict[str, Any]:
-            manager = make_manager()
+            manager = fp.make_manager()
             plan["proto"] = proto = train.protocol(files, bindings, manager)
             plan["short"], same = train.short_bindings(proto, self.epochs, manager)
             return {**proto, "short_run": plan["short"], "short_run_matches_protocol": same}

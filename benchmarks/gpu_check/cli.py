@@ -1,10 +1,10 @@
 """A prepared check for a short GPU slot (``bash benchmarks/gpu_check.sh``): the environment, a
 NCCL group, data on the device, one prune event of each paper measure, and 2-3 epochs of the
 paper's ResNet-56 protocol in fp32, bf16 + channels_last and compiled, extrapolated to 160
-epochs (parts in ``gpu_run``). One JSON summary goes to stdout (and ``--out``/gpu_check.json),
+epochs (parts in ``check``). One JSON summary goes to stdout (and ``--out``/gpu_check.json),
 progress to stderr. ``--dry-run`` runs the same functions on the CPU at tiny sizes, in seconds.
 
-    python -m fp.tools.bench.gpu_check [--data cifar10-jpg.tar.gz] [--out DIR] [--dry-run]
+    PYTHONPATH=benchmarks python -m gpu_check.cli [--data cifar10.tar.gz] [--out DIR] [--dry-run]
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from fp.tools.bench.gpu_run import DRY, FULL, Check, log
+from .check import DRY, FULL, Check, log
 
 #: seconds past the budget after which a part still running is abandoned and the report written
 GRACE_S = 20.0

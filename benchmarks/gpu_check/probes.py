@@ -1,5 +1,6 @@
-"""The GPU check's probes besides training: the data archive, data on the device, a one-process
-NCCL group, and one prune event of each paper measure."""
+"""The GPU check's probes besides training: the data archive, the experiment as ``fp run`` builds
+it, data on the device, a one-process NCCL group, and one prune event of each paper measure. They
+use fp's public API only (the ``fp`` facade, ``fp.run``, ``fp.nn``, ``fp.hookspecs``)."""
 from __future__ import annotations
 
 import copy
@@ -8,20 +9,24 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from fp import pruning
-from fp.engine.prune_event import draw_scoring, filter_options, scoring_context
-from fp.engine.checkpoint import Setup
+import fp
+from fp.hookspecs import hookimpl
 from fp.nn import FILTER
-from fp.scoring import score
-from fp.scoring.hvp.choice import MEMORY_SHARE, clock, free_memory
-from fp.tools.bench.gpu_monitor import MB, error_text
+
+from .monitor import MB, clock, error_text, free_memory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fp.run import Run
 
 #: the paper's measures (Lubana & Dick, ICLR 2021), timed one prune event each
 PAPER_MEASURES = ("magnitude", "snip", "taylor", "biased_snip", "grasp", "grad_norm")
+#: the share of the free memory that kept first-order graphs may use when prune.hvp_memory_gb is
+#: None: half, as fp.ScoreContext documents it
+HVP_SHARE = 0.5
 
 
 def unpack(archive: Path, into: Path, per_class: int | None = None) -> dict[str, Any]:
@@ -58,9 +63,41 @@ def first_of_each_class(tar: tarfile.TarFile, per_class: int):
             yield member
 
 
-def on_device(setup: Setup) -> dict[str, Any]:
+class Built(Exception):
+    """Raised from ``run_start`` to stop a run as soon as it is built."""
+
+
+class BuiltRun:
+    """A plugin that keeps the Run that ``run_start`` receives and stops the run there."""
+
+    __name__ = "gpu_check_built_run"
+
+    def __init__(self) -> None:
+        self.run: Run | None = None
+
+    @hookimpl(tryfirst=True)
+    def run_start(self, run: Run) -> None:
+        self.run = run
+        raise Built("built; stopped before the first training step")
+
+
+def built_run(files: Sequence[str], bindings: Sequence[str], out: Path) -> Run:
+    """The experiment as ``fp run`` builds it in ``out`` (model, data, loaders, measure,
+    optimizer), taken from its ``run_start`` hook and stopped there: dense and untrained."""
+    keep = BuiltRun()
+    try:
+        fp.run_experiment(files, bindings, out=out, quiet=True,
+                          manager=fp.make_manager(plugins=(keep,)))
+    except Exception:  # the manager names the plugin that stopped it: ours, once it has the run
+        if keep.run is None:
+            raise
+    if keep.run is None:
+        raise RuntimeError(f"the experiment in {out} ended without starting a run.")
+    return keep.run
+
+
+def on_device(run: Run) -> dict[str, Any]:
     """Where a training batch arrives, and where the in-memory path holds the uint8 images."""
-    run = setup.run
     data = run.dataset
     x, y = next(iter(run.train_loader))
     found = {"device": str(run.device), "dataset": data.name,
@@ -112,52 +149,93 @@ def process_group(backend: str, device: torch.device, timeout: float = 90) -> di
     return {"ok": found["all_reduce_value"] == 2.0, **found}  # the sum over a world of one
 
 
-def prune_events(setup: Setup, measures=PAPER_MEASURES) -> dict[str, Any]:
-    """One prune event of each measure on the setup's dense model, as the engine runs one: draw
-    the scoring batches, score through a fresh ScoreContext, then remove the protocol's first
-    round on a copy of the model. Clocks read after a CUDA synchronisation."""
-    run, prune = setup.run, setup.settings.prune
+def prune_events(run: Run, measures=PAPER_MEASURES) -> dict[str, Any]:
+    """One prune event of each measure on the run's dense model, as the engine runs one: draw the
+    first event's scoring batches (``Run.scoring_batches``), score through a fresh ScoreContext
+    with the run's ``prune.*`` settings, then remove the protocol's first round from a copy of
+    the model with ``fp.prune`` on those scores. Clocks read after a CUDA synchronisation."""
+    prune = run.settings.prune
     device = run.device
-    first_round = setup.plan[0].target if setup.plan else 0.05
+    plan = first_rounds(run)
+    first_round = plan[0].target if plan else 0.05
+    example = torch.zeros(1, run.dataset.in_channels, *run.dataset.image_size, device=device)
     free = free_memory(device)
     found: dict[str, Any] = {
         "samples": prune.samples, "batch_size": prune.batch_size, "architecture":
-        setup.settings.model.architecture, "surgery_target": round(first_round, 4),
+        run.settings.model.architecture, "surgery_target": round(first_round, 4),
         "free_memory_mb": round(free / MB, 1), "hvp_memory_gb": prune.hvp_memory_gb,
         "hvp_budget_mb": round((prune.hvp_memory_gb * 2 ** 30 if prune.hvp_memory_gb is not None
-                                else MEMORY_SHARE * free) / MB, 1),
+                                else HVP_SHARE * free) / MB, 1),
         "hvp_budget_rule": ("prune.hvp_memory_gb" if prune.hvp_memory_gb is not None else
-                            f"{MEMORY_SHARE:g} x the free {device.type} memory at the event"),
+                            f"{HVP_SHARE:g} x the free {device.type} memory at the event"),
         "measures": {}}
-    one_event(setup, "snip", first_round, batches=1)  # untimed: one-off kernel selection
+    one_event(run, "snip", first_round, example, batches=1)  # untimed: one-off kernel selection
     for name in measures:
         try:
-            found["measures"][name] = {"ok": True, **one_event(setup, name, first_round)}
+            found["measures"][name] = {"ok": True, **one_event(run, name, first_round, example)}
         except Exception as exc:  # noqa: BLE001 - one measure failing must not hide the others
             found["measures"][name] = {"ok": False, "error": error_text(exc)}
     found["ok"] = all(m["ok"] for m in found["measures"].values())
     return found
 
 
-def one_event(setup: Setup, name: str, target: float, batches: int | None = None) -> dict:
-    run = setup.run
-    device = run.device
+def first_rounds(run: Run) -> list:
+    """The run's prune plan (``fp.schedule.PruneStep``s) as its schedule plans it for the run."""
+    prune, train = run.settings.prune, run.settings.train
+    if not prune.target > 0:
+        return []
+    schedule = run.manager.registries["schedules"].build(prune.schedule)
+    return schedule.plan(prune.target, prune.rounds, train.epochs, len(run.train_loader))
+
+
+class GivenScores(fp.Measure):
+    """A measure that returns scores computed before: ``fp.prune`` then only cuts."""
+
+    name = "given_scores"
+    needs_data = uses_grad = uses_grad_sq = False
+
+    def __init__(self, scores: dict[str, torch.Tensor]):
+        self.scores = scores
+
+    def filter_scores(self, ctx) -> dict[str, torch.Tensor]:
+        return self.scores
+
+
+def balanced_draw(run: Run, measure: fp.Measure) -> bool | None:
+    """Whether the event draws class-balanced samples for ``measure`` (``prune.balanced``, None:
+    the measure's own); None for a data-free measure, which gets one example."""
+    if not measure.needs_data:
+        return None
+    chosen = run.settings.prune.balanced
+    return measure.balanced if chosen is None else chosen
+
+
+def one_event(run: Run, name: str, target: float, example: torch.Tensor,
+              batches: int | None = None) -> dict[str, Any]:
+    prune, device = run.settings.prune, run.device
     run.measure = measure = run.manager.registries["measures"].build(name)
     start = clock(device)
-    drawn, how = draw_scoring(run, 1)
+    drawn = run.scoring_batches(1)
     drawn = drawn[:batches] if batches else drawn
     drawn_at = clock(device)
     free = free_memory(device)
-    ctx = scoring_context(run, drawn, 1)
-    scores = score(None, measure, None, granularity=FILTER, temperature=ctx.temperature, ctx=ctx)
+    seed = run.settings.experiment.seed
+    ctx = fp.ScoreContext(run.model, drawn, device=device, temperature=(
+        measure.temperature if prune.temperature is None else prune.temperature),
+        hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
+        layout=prune.scoring_layout, seed=seed)
+    ctx.info["scoring_seed"] = seed
+    scores = fp.score(None, measure, None, granularity=FILTER, temperature=ctx.temperature,
+                      ctx=ctx)
     scored_at = clock(device)
     model = copy.deepcopy(run.model)
     cut_at = clock(device)
-    pruning.prune_filters(model, scores, target, example_inputs=setup.example_inputs,
-                          dense=run.dense, **filter_options(run))
+    fp.prune(model, GivenScores(scores), (), target, example_inputs=example,
+             target_type=prune.target_type, max_fraction=prune.max_fraction,
+             protected=tuple(prune.protected), round_to=prune.round_to, residual=prune.residual)
     end = clock(device)
     return {"draw_s": round(drawn_at - start, 4), "score_s": round(scored_at - drawn_at, 4),
             "surgery_s": round(end - cut_at, 4),
             "event_s": round(end - cut_at + scored_at - start, 4),
-            "samples": sum(len(y) for _, y in drawn), "balanced": how.get("scoring_balanced"),
+            "samples": sum(len(y) for _, y in drawn), "balanced": balanced_draw(run, measure),
             "free_memory_mb": round(free / MB, 1), **ctx.info}

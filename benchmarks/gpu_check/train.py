@@ -1,4 +1,4 @@
-"""The GPU check's training timings: a few epochs of a protocol through ``run_experiment``, the
+"""The GPU check's training timings: a few epochs of a protocol through ``fp.run_experiment``, the
 first rounds of its prune-and-train schedule kept exactly, each epoch's clock split into steady
 training, warm-up (kernel selection, compilation) and the prune event, and the extrapolation of
 those parts to the whole protocol."""
@@ -11,12 +11,10 @@ from typing import Any, Sequence
 
 import torch
 
-from fp import config
-from fp.engine.experiment import run_experiment
+import fp
 from fp.hookspecs import hookimpl
-from fp.manager import Manager, make_manager
-from fp.scoring.hvp.choice import clock
-from fp.tools.bench.gpu_monitor import Utilisation, error_text
+
+from .monitor import Utilisation, clock, error_text
 
 #: steps at the start of every epoch that may carry warm-up; the rest run at the steady rate
 WARM_STEPS = 5
@@ -24,14 +22,15 @@ WARM_STEPS = 5
 EPOCH_METRICS = ("test_acc", "filters_kept_frac")
 
 
-def protocol(files: Sequence[str], bindings: Sequence[str], manager: Manager) -> dict[str, Any]:
-    """What the experiment itself runs: epochs, prune rounds, final target and schedule."""
-    st = config.parse(files, bindings, manager)
+def protocol(files: Sequence[str], bindings: Sequence[str], manager) -> dict[str, Any]:
+    """What the experiment itself runs: epochs, prune rounds, final target and schedule (read
+    with ``manager``, an ``fp.make_manager()``)."""
+    st = fp.parse_experiment(files, bindings, manager)
     return {"epochs": st.train.epochs, "rounds": st.prune.rounds, "target": st.prune.target,
             "schedule": st.prune.schedule, "batch_size": st.train.batch_size}
 
 
-def short_bindings(proto: dict[str, Any], epochs: int, manager: Manager) -> tuple[list[str], bool]:
+def short_bindings(proto: dict[str, Any], epochs: int, manager) -> tuple[list[str], bool]:
     """Bindings that run the protocol's first ``epochs`` epochs with its prune events: as many
     rounds, ending at the target the protocol reaches after them (for the paper's rounds that
     plans exactly the protocol's first events, since p_i depends on n(1-P)/P only). Also whether
@@ -153,8 +152,8 @@ def time_variant(files: Sequence[str], bindings: Sequence[str], proto: dict[str,
     with tempfile.TemporaryDirectory(prefix="fp-gpu-check-run-") as out, \
             Utilisation(device) as utilisation:
         try:
-            summary = run_experiment(files, bindings, out=out, quiet=True,
-                                     manager=make_manager(plugins=(timer,))).summary
+            summary = fp.run_experiment(files, bindings, out=out, quiet=True,
+                                        manager=fp.make_manager(plugins=(timer,))).summary
         except Exception as exc:  # noqa: BLE001 - a stop by the budget still reports its epochs
             if not timer.stopped or not timer.epochs:
                 raise RuntimeError(timer.stopped or error_text(exc)) from exc

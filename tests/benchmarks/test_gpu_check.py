@@ -1,9 +1,11 @@
-"""The prepared GPU check (``benchmarks/gpu_check.sh``) rehearsed on the CPU with ``--dry-run``:
-one JSON report naming every part, the parts a CPU can run ok, the CUDA-only fields skipped,
-timings positive and the extrapolation the sum it says it is; a bad command line is one sentence
-and exit 2; a CIFAR-10 archive is unpacked (a few images of a class) and trained on."""
+"""The prepared GPU check (``benchmarks/gpu_check.sh`` running the package ``benchmarks/gpu_check``,
+which the conftest here puts on the path) rehearsed on the CPU with ``--dry-run``: one JSON report
+naming every part, the parts a CPU can run ok, the CUDA-only fields skipped, timings positive and
+the extrapolation the sum it says it is; a bad command line is one sentence and exit 2; a CIFAR-10
+archive is unpacked (a few images of a class) and trained on."""
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -15,11 +17,15 @@ from statistics import median
 
 import pytest
 
-from fp.manager import make_manager
-from fp.tools.bench import gpu_check, gpu_parts, gpu_train
+import fp
+from gpu_check import cli, probes, train
 
 REPO = Path(__file__).parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
+PACKAGE = REPO / "benchmarks" / "gpu_check"
+#: what the check may import from fp: the facade and the contract modules
+PUBLIC = ("fp", "fp.errors", "fp.nn", "fp.attention", "fp.run", "fp.measure", "fp.data",
+          "fp.schedule", "fp.hookspecs", "fp.validation", "fp.discover", "fp.device")
 PARTS = ("environment", "process_group", "data", "on_device_data", "scoring", "protocol",
          "train_fp32", "train_amp_channels_last", "train_amp_channels_last_compile", "compile")
 TIMED = ("train_fp32", "train_amp_channels_last")
@@ -71,7 +77,7 @@ def test_the_dry_run_reports_every_part_and_the_cpu_parts_pass(report):
 @pytest.mark.slow
 def test_the_dry_run_times_a_prune_event_of_every_paper_measure(report):
     scoring = report["parts"]["scoring"]
-    assert set(scoring["measures"]) == set(gpu_parts.PAPER_MEASURES)
+    assert set(scoring["measures"]) == set(probes.PAPER_MEASURES)
     for name, event in scoring["measures"].items():
         assert event["ok"] and event["event_s"] > 0 and event["score_s"] >= 0, name
     assert scoring["measures"]["grasp"]["hvp_method"] in ("double_backward",
@@ -130,7 +136,7 @@ def test_the_dry_run_trains_on_a_cifar_archive(tmp_path, cifar10_archive):
 ])
 def test_a_bad_command_line_is_one_sentence_and_exit_2(tmp_path, capsys, args, needle):
     (tmp_path / "plain.txt").write_text("not an archive")
-    code = gpu_check.main([a.format(tmp=tmp_path) for a in args] + ["--dry-run"])
+    code = cli.main([a.format(tmp=tmp_path) for a in args] + ["--dry-run"])
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
@@ -156,10 +162,10 @@ def write_archive(path: Path, top: str, per_class: int) -> None:
 @pytest.mark.parametrize("top", ["", "cifar10/"])
 def test_unpack_keeps_a_few_images_of_each_class_and_finds_the_root(tmp_path, top):
     write_archive(tmp_path / "data.tar.gz", top, per_class=12)
-    found = gpu_parts.unpack(tmp_path / "data.tar.gz", tmp_path / "into", per_class=8)
+    found = probes.unpack(tmp_path / "data.tar.gz", tmp_path / "into", per_class=8)
     assert Path(found["root"]) == tmp_path / "into" / top
     assert found["images"] == {"train": 16, "test": 4} and found["classes"] == 2
-    everything = gpu_parts.unpack(tmp_path / "data.tar.gz", tmp_path / "all")
+    everything = probes.unpack(tmp_path / "data.tar.gz", tmp_path / "all")
     assert everything["images"] == {"train": 24, "test": 24}
 
 
@@ -167,14 +173,14 @@ def test_unpack_names_an_archive_without_train_and_test(tmp_path):
     with tarfile.open(tmp_path / "odd.tar.gz", "w:gz") as tar:
         tar.addfile(tarfile.TarInfo("images/a.jpg"), io.BytesIO(b""))
     with pytest.raises(ValueError, match="holds no train/ and test/ folders"):
-        gpu_parts.unpack(tmp_path / "odd.tar.gz", tmp_path / "into")
+        probes.unpack(tmp_path / "odd.tar.gz", tmp_path / "into")
 
 
 def test_the_short_run_plans_the_protocols_first_prune_events():
-    manager = make_manager(autoload=False)
-    proto = gpu_train.protocol([str(REPO / "gin/resnet56_snip.gin")], [], manager)
+    manager = fp.make_manager(autoload=False)
+    proto = train.protocol([str(REPO / "gin/resnet56_snip.gin")], [], manager)
     assert (proto["epochs"], proto["rounds"], proto["target"]) == (160, 25, 0.6)
-    bindings, same = gpu_train.short_bindings(proto, 3, manager)
+    bindings, same = train.short_bindings(proto, 3, manager)
     assert same and "train.epochs = 3" in bindings and "prune.rounds = 3" in bindings
     schedule = manager.registries["schedules"].build("rounds")
     target = schedule.plan(0.6, 25, 160, 1)[2].target
@@ -183,10 +189,10 @@ def test_the_short_run_plans_the_protocols_first_prune_events():
 
 def test_an_epoch_splits_into_warmup_steady_steps_and_the_prune_event():
     stamps = {"start": 0.0, "warm": 3.0, "trained": 10.0, "pruned": 12.0}
-    parts = gpu_train.split_epoch(stamps, end=13.0, steps=12, warm=5)
+    parts = train.split_epoch(stamps, end=13.0, steps=12, warm=5)
     assert parts["step_s"] == 1.0  # 7 s for the 7 steps after the 5th
     assert parts["warmup_s"] == 0.0 and parts["prune_s"] == 2.0 and parts["epoch_s"] == 13.0
-    slow_start = gpu_train.split_epoch({**stamps, "warm": 8.0}, end=13.0, steps=12, warm=5)
+    slow_start = train.split_epoch({**stamps, "warm": 8.0}, end=13.0, steps=12, warm=5)
     assert slow_start["step_s"] == pytest.approx(2 / 7)
     assert slow_start["warmup_s"] == pytest.approx(8 - 5 * 2 / 7)
 
@@ -197,10 +203,29 @@ def test_the_protocol_is_extrapolated_from_warmups_steady_epochs_and_prune_event
 
     proto = {"epochs": 160, "rounds": 25, "target": 0.6}
     timed = [epoch(30.0, 9.0, 2.0), epoch(10.0, 5.0, 1.0), epoch(0.5, 6.0, 3.0)]
-    x = gpu_train.extrapolate(timed, proto)
+    x = train.extrapolate(timed, proto)
     assert (x["timed_rewarm_s"], x["rewarm_s"], x["steady_epoch_s"], x["prune_event_s"]) == \
         (10.5, 0.5, 5.5, 2.0)
     assert x["full_protocol_s"] == 30 + 10.5 + 23 * 0.5 + 160 * 5.5 + 25 * 2.0
-    alone = gpu_train.extrapolate(timed[:1], proto)
+    alone = train.extrapolate(timed[:1], proto)
     assert alone["full_protocol_s"] == 30 + 25 * 30 + 160 * 9 + 25 * 2
     assert "one epoch timed" in alone["caveat"]
+
+
+def test_the_check_uses_only_fps_public_api():
+    """It lives outside the package so that it can run against any installed fp: its imports from
+    fp are the facade and the contract modules, and the facade names it uses are exported."""
+    imported, used = set(), set()
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                imported.add(node.module)
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "fp"):
+                used.add(node.attr)
+    private = {m for m in imported if m.split(".")[0] == "fp" and not any(
+        m == api or (api != "fp" and m.startswith(api + ".")) for api in PUBLIC)}
+    assert private == set()
+    assert used and used <= set(fp.__all__), used - set(fp.__all__)
