@@ -26,10 +26,10 @@ def _clean_gin_and_seed():
 def _untimed_scoring_layout(monkeypatch):
     """"auto" scoring layout decides as if channels-last were slower: contiguous, and with no
     extra passes. Tests of the choice itself patch ``time_layouts`` again."""
-    from fp.scoring import autotune as layout
+    from fp.scoring import autotune
 
-    monkeypatch.setattr(layout, "CHOSEN", {})
-    monkeypatch.setattr(layout, "time_layouts",
+    monkeypatch.setattr(autotune, "LAYOUT_CHOICES", autotune.Measured())
+    monkeypatch.setattr(autotune, "time_layouts",
                         lambda *_: {"contiguous": 1.0, "channels_last": 1.0})
 
 

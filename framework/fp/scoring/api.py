@@ -1,7 +1,7 @@
 """``fp.score``: a measure's per-filter or per-weight importance scores of a model."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -11,10 +11,14 @@ from fp.measure import Measure
 from fp.scoring.context import ScoreContext
 from fp.nn import FILTER, check_granularity, eval_mode
 
+if TYPE_CHECKING:  # pragma: no cover
+    from fp.manager import Manager
 
-def score(model: nn.Module | None, measure: str | Measure, batches: Iterable | None, *,
-          granularity: str = FILTER, temperature: float | None = None,
-          ctx: ScoreContext | None = None, manager=None) -> dict[str, Tensor]:
+
+def score(model: nn.Module | None, measure: str | Measure | type[Measure],
+          batches: Iterable | None, *, granularity: str = FILTER,
+          temperature: float | None = None, ctx: ScoreContext | None = None,
+          manager: Manager | None = None) -> dict[str, Tensor]:
     """Importance of ``model``'s conv/linear weights by ``measure``; higher = more important.
 
     ``granularity="filter"`` gives one score per output channel, "weight" one per weight, keyed by
@@ -38,9 +42,11 @@ def score(model: nn.Module | None, measure: str | Measure, batches: Iterable | N
     return _checked_scores(raw, view.weights, granularity, measure.name)
 
 
-def resolve_measure(measure: str | Measure | type, manager=None) -> Measure:
+def resolve_measure(measure: str | Measure | type[Measure],
+                    manager: Manager | None = None) -> Measure:
     """A Measure instance from a registered name (built through gin, so bindings apply), a
-    Measure subclass or an instance."""
+    Measure subclass or an instance. Only a name needs the plugin host (``fp.manager``),
+    imported here alone: the rest of ``fp.scoring`` never reads a registry."""
     if isinstance(measure, Measure):
         return measure
     if isinstance(measure, type) and issubclass(measure, Measure):

@@ -1,34 +1,83 @@
-"""The memory layout scoring passes run their images in: as given ("contiguous", NCHW) or
-channels-last (NHWC), whichever gradient pass is faster here.
+"""What this process measured once and decides by: timings on one scoring batch that pick how
+later scoring passes run, remembered for a model and its images (``model_key``) in a ``Measured``
+cache. Two choices work so: the memory layout of the images (here) and the Hessian-vector product
+method (``fp.scoring.hvp.choice``).
 
-The layout changes no value, only how fast a convolution runs and how it rounds. Which is faster
-depends on the model, the images and the machine (on 2 CPU cores, a CIFAR ResNet-20 scores about
-a tenth faster channels-last; other models gain nothing or lose), so "auto" times one scoring
-batch's gradient pass in each layout, twice each and alternating (a first run's one-off setup
-does not decide), once per process for a model's modules (pruning them narrower keeps the
-choice), device, dtype and batch shape; channels-last must win by ``MARGIN`` to be chosen.
-Under torch.distributed every rank takes rank 0's choice.
+The layout: as given ("contiguous", NCHW) or channels-last (NHWC), whichever gradient pass is
+faster here. It changes no value, only how fast a convolution runs and how it rounds. Which is
+faster depends on the model, the images and the machine (on 2 CPU cores, a CIFAR ResNet-20 scores
+about a tenth faster channels-last; other models gain nothing or lose), so "auto" times one
+scoring batch's gradient pass in each layout, twice each and alternating (a first run's one-off
+setup does not decide), once per process for a ``model_key``; channels-last must win by
+``MARGIN`` to be chosen. Under torch.distributed every rank takes rank 0's choice.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from typing import Generic, Sequence, TypedDict, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from fp.errors import ConfigError
 from fp.nn import eval_mode
+from fp.scoring.gradients import Batch, as_on_rank_zero, batch_grads, trainable
+from fp.scoring.graph import structure
 from fp.scoring.layers.gradient_pass import first_order_layers
-from fp.scoring.hvp.choice import clock
-from fp.scoring.gradients import as_on_rank_zero, batch_grads, trainable
 
 LAYOUTS = ("auto", "contiguous", "channels_last")
 #: channels-last is chosen only if its pass takes less than (1 − MARGIN) of the other's
 MARGIN = 0.03
-#: choices made in this process, by (model structure, device type, dtype, batch shape)
-CHOSEN: dict[tuple, str] = {}
 
-Batch = tuple[Tensor, Tensor]
+ModelKey = tuple
+T = TypeVar("T")
+
+
+def model_key(model: nn.Module, x: Tensor) -> ModelKey:
+    """What a measurement is remembered by: ``model``'s modules (qualified names and types, the
+    model's own class first; not widths: a model pruned event after event keeps what was
+    measured for it dense), and the device type, dtype, shape and memory format (channels-last
+    or not) of its images ``x``."""
+    return (structure(model, widths=False), x.device.type, x.dtype, tuple(x.shape),
+            x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+
+
+class Measured(Generic[T]):
+    """Values measured once per process, each for a ``model_key``: what a later model with the
+    same key reuses instead of measuring again."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[ModelKey, T] = {}
+
+    def get(self, model: nn.Module, x: Tensor) -> T | None:
+        """The value measured for ``model`` scoring images ``x``, None if none was yet."""
+        return self.by_key.get(model_key(model, x))
+
+    def put(self, model: nn.Module, x: Tensor, value: T) -> T:
+        """Remember ``value`` for ``model`` scoring images ``x``; returns it."""
+        self.by_key[model_key(model, x)] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+
+#: the layouts "auto" chose in this process (tests swap it for an empty one)
+LAYOUT_CHOICES: Measured[str] = Measured()
+
+
+def clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device's queued work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class LayoutInfo(TypedDict, total=False):
+    """The layout the scoring passes run in, as ``ScoreContext.info`` names it."""
+
+    scoring_layout: str
+    scoring_layout_s: dict[str, float]  # seconds per layout, where "auto" timed them now
 
 
 def checked_layout(layout: str) -> str:
@@ -51,37 +100,34 @@ def in_layout(batches: Sequence[Batch], layout: str) -> list[Batch]:
             for x, y in batches]
 
 
-def layout_key(model: nn.Module, x: Tensor) -> tuple:
-    """What a choice in CHOSEN is remembered by: ``model``'s modules (names and types, not
-    widths: a model pruned event after event keeps the choice made for it dense), and device,
-    dtype and shape of the images ``x``."""
-    modules = tuple((name, type(module)) for name, module in model.named_modules())
-    return modules, x.device.type, x.dtype, tuple(x.shape)
+def chosen_layout(model: nn.Module, x: Tensor) -> str | None:
+    """The layout "auto" chose in this process for ``model`` scoring images ``x`` (as given),
+    None if it has not chosen one."""
+    return LAYOUT_CHOICES.get(model, x)
 
 
 def choose_layout(model: nn.Module, batches: Sequence[Batch], temperature: float,
-                  requested: str, info: dict) -> str:
+                  requested: str) -> LayoutInfo:
     """The layout to score ``batches`` in: ``requested`` unless "auto"; for "auto", what this
-    process measured (now, on the first batch, if not yet) for this model structure. ``info``
-    receives scoring_layout and, for "auto", scoring_layout_s (seconds per layout)."""
+    process chose (now, on the first batch, if not yet) for the model and these images, with
+    the seconds per layout when timed now."""
     x = batches[0][0]
     if requested != "auto" or not applies(model, x):
-        chosen = requested if requested != "auto" else "contiguous"
-    else:
-        key = layout_key(model, x)
-        if key not in CHOSEN:
-            timings = time_layouts(model, batches[0], temperature)
-            info["scoring_layout_s"] = {name: round(s, 6) for name, s in timings.items()}
-            faster = timings["channels_last"] < (1 - MARGIN) * timings["contiguous"]
-            CHOSEN[key] = as_on_rank_zero("channels_last" if faster else "contiguous")
-        chosen = CHOSEN[key]
-    info["scoring_layout"] = chosen
-    return chosen
+        return LayoutInfo(scoring_layout=requested if requested != "auto" else "contiguous")
+    chosen = LAYOUT_CHOICES.get(model, x)
+    if chosen is not None:
+        return LayoutInfo(scoring_layout=chosen)
+    timings = time_layouts(model, batches[0], temperature)
+    faster = timings["channels_last"] < (1 - MARGIN) * timings["contiguous"]
+    chosen = LAYOUT_CHOICES.put(model, x, as_on_rank_zero("channels_last" if faster
+                                                           else "contiguous"))
+    return LayoutInfo(scoring_layout=chosen,
+                      scoring_layout_s={name: round(s, 6) for name, s in timings.items()})
 
 
 def time_layouts(model: nn.Module, batch: Batch, temperature: float) -> dict[str, float]:
-    """The fastest of two gradient passes over ``batch`` (as ``statistics`` runs them, with no
-    collective) in each layout, run alternately."""
+    """The fastest of two gradient passes over ``batch`` (as ``fp.scoring.gradients`` runs them,
+    with no collective) in each layout, run alternately."""
     device = batch[0].device
     _, params = trainable(model)
     best = {layout: float("inf") for layout in LAYOUTS[1:]}
@@ -93,3 +139,13 @@ def time_layouts(model: nn.Module, batch: Batch, temperature: float) -> dict[str
                 batch_grads(model, x, y, temperature, params)
                 best[layout] = min(best[layout], clock(device) - start)
     return best
+
+
+def __getattr__(name: str):
+    """``CHOSEN`` and ``layout_key``, which ``fp.tools.bench.outside`` still reads as
+    ``CHOSEN.get(layout_key(model, x))``: ``chosen_layout(model, x)`` replaces both."""
+    if name == "CHOSEN":
+        return LAYOUT_CHOICES.by_key
+    if name == "layout_key":
+        return model_key
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

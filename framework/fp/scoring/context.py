@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -10,12 +10,14 @@ from torch import Tensor, nn
 from fp.errors import ConfigError, DataError
 from fp.measure import Measure
 from fp.nn import filter_sums, prunable_weights, tempered_loss
-from fp.scoring import autotune as layouts, gradients as statistics, graph as topology, hvp
-from fp.scoring.hvp import filterwise as filter_hvp
+from fp.scoring import autotune, gradients, graph, hvp
+from fp.scoring.gradients import ScoringLoss
+from fp.scoring.hvp import filterwise
 
 #: T when neither the context nor the measure names one: the paper protocol's training temperature
 DEFAULT_TEMPERATURE = Measure.temperature
-HVP_CHOICES = ("auto", *hvp.HVP_METHODS)
+#: what ``hvp_method`` may be
+HVP_CHOICES = ("auto", *hvp.METHODS)
 
 
 class ParamStats(dict):
@@ -34,14 +36,17 @@ class ScoreContext:
     The cache is keyed by T and shared by every view from ``for_temperature``, so the measures of
     one prune event compute each statistic once. It assumes the model does not change meanwhile.
     ``hvp_method`` picks how Hg is computed: "double_backward", "forward_over_reverse" or "auto"
-    (both timed on one batch, once per process and model class; the cheaper is used and named in
-    ``info["hvp_method"]``). ``hvp_memory_gb`` caps the first-order graphs double backward keeps
-    (None: half the device's free memory); see ``fp.scoring.hvp``. ``grad_sq=False`` leaves
-    E[g²] out of the gradient pass and ``grad=False`` leaves g out (either, asked for later,
-    takes a pass of its own). ``layout`` is the images' memory layout for the passes:
-    "contiguous" (as given), "channels_last" or "auto" (decided before the first statistic by
-    timing both, see ``fp.scoring.autotune``; named in ``info["scoring_layout"]``). ``seed``, for
-    measures that draw random numbers, is a prune event's own (None: the measure's).
+    (both timed on one batch, once per process for the model's modules and its images, see
+    ``fp.scoring.autotune``; the cheaper is used and named in ``info["hvp_method"]``).
+    ``hvp_memory_gb`` caps the first-order graphs double backward keeps (None: half the
+    device's free memory); see ``fp.scoring.hvp``. ``grad_sq=False`` leaves E[g²] out of the
+    gradient pass and ``grad=False`` leaves g out (either, asked for later, takes a pass of its
+    own). ``layout`` is the images' memory layout for the passes: "contiguous" (as given),
+    "channels_last" or "auto" (decided before the first statistic by timing both, see
+    ``fp.scoring.autotune``; named in ``info["scoring_layout"]``). ``info`` says how the
+    statistics were computed (the keys of ``hvp.HvpInfo`` and ``autotune.LayoutInfo``); a caller
+    may add entries of its own. ``seed``, for measures that draw random numbers, is a prune
+    event's own (None: the measure's).
     """
 
     def __init__(self, model: nn.Module, batches: Iterable | None, *,
@@ -64,10 +69,10 @@ class ScoreContext:
         self.input_shape = (tuple(input_shape) if input_shape is not None
                             else tuple(first_input.shape[1:]) if first_input is not None else None)
         self.hvp_method, self.plain, self.squares = hvp_method, grad, grad_sq
-        self.layout = layouts.checked_layout(layout)
+        self.layout = autotune.checked_layout(layout)
         self.hvp_memory = None if hvp_memory_gb is None else hvp_memory_gb * 2 ** 30
         self.seed = seed
-        self.info: dict = {}          # shared with views: hvp_method, hvp_seconds, ...
+        self.info: dict = {}          # shared with views: hvp_method, scoring_layout, ...
         self._cache: dict = {}        # shared with views: statistics keyed by (kind, T)
 
     def for_temperature(self, temperature: float) -> "ScoreContext":
@@ -110,19 +115,23 @@ class ScoreContext:
                 dots = {n: filter_sums(w.detach() * hess_grad[n])
                         for n, w in self.weights.items() if n in hess_grad}
             else:
-                dots = self._second_order(filter_hvp.mean_filter_hess_grad, t, self.weights)
+                dots = self._second_order(
+                    lambda loss, **options: filterwise.mean_filter_hess_grad(
+                        loss, self.weights, **options), t)
             self._cache[key] = ParamStats(dots)
         return self._cache[key]
 
-    def _second_order(self, compute, t: float, *args) -> ParamStats:
-        """``compute``'s statistic at T; the g and E[g²] its pass finds are cached too, and a g
-        already cached is handed in (then that pass cannot keep graphs)."""
-        grad, grad_sq, found = compute(
-            self.model, self._require_batches(), t, *args, method=self.hvp_method,
-            info=self.info, memory=self.hvp_memory, first_order=self._complete(("grad", t)))
+    def _second_order(self, compute: Callable[..., hvp.HvpResult], t: float) -> ParamStats:
+        """``compute``'s statistic at T (``compute(loss, method=, memory=, first_order=)``);
+        the g and E[g²] its pass finds are cached too, and a g already cached is handed in (then
+        that pass cannot keep graphs). How it was computed goes to ``info``."""
+        result = compute(ScoringLoss.of(self.model, self._require_batches(), t),
+                         method=self.hvp_method, memory=self.hvp_memory,
+                         first_order=self._complete(("grad", t)))
+        self.info.update(result.info)
         if self._complete(("grad", t)) is None:
-            self._cache[("grad", t)] = ParamStats(grad), ParamStats(grad_sq)
-        return ParamStats(found)
+            self._cache[("grad", t)] = ParamStats(result.grad), ParamStats(result.grad_sq)
+        return ParamStats(result.found)
 
     def following_bn(self, weight_name: str) -> nn.Module | None:
         """The BatchNorm normalising this weight's output channels, or None."""
@@ -133,7 +142,7 @@ class ScoreContext:
         """The qualified name of ``following_bn(weight_name)``, or None."""
         if "following_bn" not in self._cache:
             example = self.batches[0][0][:1] if self.batches else None
-            self._cache["following_bn"] = topology.following_batchnorms(
+            self._cache["following_bn"] = graph.following_batchnorms(
                 self.model, list(self.weights), example)
         if weight_name not in self._cache["following_bn"]:
             raise ConfigError(f"{weight_name!r} is not one of the weights being scored.")
@@ -147,7 +156,7 @@ class ScoreContext:
         key = ("grad", self._t(temperature))
         grad, grad_sq = self._cache.get(key, (None, None))
         if (plain and grad is None) or (squares and grad_sq is None):
-            found = statistics.mean_grad_and_sq(
+            found = gradients.mean_grad_and_sq(
                 self.model, self._require_batches(), key[1],
                 squares=grad_sq is None and (squares or self.squares),
                 plain=grad is None and (plain or self.plain))
@@ -170,10 +179,11 @@ class ScoreContext:
         if not self.batches:
             raise DataError("gradient statistics need scoring batches, and none were given.")
         if "layout" not in self._cache:
-            chosen = layouts.choose_layout(self.model, self.batches, self.temperature,
-                                           self.layout, self.info)
-            self.batches[:] = layouts.in_layout(self.batches, chosen)
-            self._cache["layout"] = chosen
+            found = autotune.choose_layout(self.model, self.batches, self.temperature,
+                                           self.layout)
+            self.info.update(found)
+            self.batches[:] = autotune.in_layout(self.batches, found["scoring_layout"])
+            self._cache["layout"] = found["scoring_layout"]
         return self.batches
 
 

@@ -1,5 +1,5 @@
 """First-order statistics of the scoring loss, computed once per prune event and shared by measures
-(the Hessian-gradient product is in ``hvp``).
+(the Hessian-gradient product is in ``fp.scoring.hvp``).
 
 L_b is the cross-entropy of logits/T on scoring batch b (the mean over its n_b samples). As in
 the paper's seed code the model is in eval mode (BatchNorm on running statistics), every
@@ -14,6 +14,7 @@ each rank's share counts by its samples and every rank ends with the same statis
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -37,8 +38,27 @@ def total_samples(batches: Sequence[Batch]) -> int:
 
 
 def trainable(model: nn.Module) -> tuple[list[str], list[nn.Parameter]]:
+    """The names and the parameters that require a gradient, in ``named_parameters`` order."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [n for n, _ in named], [p for _, p in named]
+
+
+@dataclass(frozen=True, eq=False)
+class ScoringLoss:
+    """What the statistics are of: L_b, the cross-entropy of ``model``'s logits/T on each of
+    ``batches``, as a function of its trainable parameters ``params`` (named ``names``)."""
+
+    model: nn.Module
+    batches: Sequence[Batch]
+    temperature: float
+    names: list[str]
+    params: list[nn.Parameter]
+
+    @classmethod
+    def of(cls, model: nn.Module, batches: Sequence[Batch], temperature: float) -> "ScoringLoss":
+        """The scoring loss of ``model`` on ``batches`` at T, over its trainable parameters."""
+        names, params = trainable(model)
+        return cls(model, batches, temperature, names, params)
 
 
 def _distributed() -> bool:
@@ -154,7 +174,8 @@ def gradient_moments(batches: Sequence[Batch], params: Sequence[Tensor],
                      grads_of: Callable[[int, Tensor, Tensor], Sequence[Tensor | None]],
                      squares: bool = True, plain: bool = True) -> Moments:
     """The sample-weighted sums of every batch's gradients (``grads_of(index, x, y)``) and their
-    squares: the one pass behind g and E[g²], whether or not it also keeps graphs (``hvp``)."""
+    squares: the one pass behind g and E[g²], whether or not it also keeps graphs
+    (``fp.scoring.hvp``)."""
     moments = Moments(params, None if _distributed() else total_samples(batches), squares, plain)
     for index, (x, y) in enumerate(batches):
         moments.add(grads_of(index, x, y), sample_count((x, y)))

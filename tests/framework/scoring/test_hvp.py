@@ -1,6 +1,6 @@
 """How Hg is computed: kept first-order graphs within a memory cap, recomputation beyond it, the
-probe "auto" relies on, and what a prune event records. Hg's value itself is checked against
-finite differences in test_statistics.py; here every path must give that same value."""
+method costs "auto" times, and what a prune event records. Hg's value itself is checked against
+finite differences in test_gradients.py; here every path must give that same value."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,22 +9,23 @@ from fp.errors import ConfigError
 from fp.engine.prune_event import hvp_record
 from fp.run import PruneEvent
 from fp.nn import filter_sums
-from fp.scoring import ScoreContext, hvp
-from fp.scoring.hvp import choice as probing
+from fp.scoring import ScoreContext, autotune, hvp
+from fp.scoring.gradients import ScoringLoss
+from fp.scoring.hvp import choice, methods
 from fp.config.settings import Prune
 from fp.validation import check_fields
 
 
 @pytest.fixture(autouse=True)
-def fresh_probes(monkeypatch):
-    monkeypatch.setattr(hvp, "PROBES", {})
+def fresh_costs(monkeypatch):
+    monkeypatch.setattr(choice, "COSTS", autotune.Measured())
 
 
 def graph_bytes(model, batch):
     model.eval()
-    params = list(model.parameters())
-    with probing.SavedBytes(params) as saved:
-        hvp.graph_grads(model, *batch, 1.0, params)
+    loss = ScoringLoss.of(model, [batch], 1.0)
+    with methods.SavedBytes(loss.params) as saved:
+        methods.graph_grads(loss, batch)
     return saved.bytes
 
 
@@ -62,42 +63,48 @@ def test_a_known_g_means_recomputing_each_batch(model, batches):
     assert ctx.info["hvp_kept"] == "0/3"
 
 
-def test_auto_probes_once_per_model_class_and_batch_shape(model, batches, tiny_factory):
+def test_auto_times_once_per_model_structure_and_batch_shape(model, batches, tiny_factory):
     first = ScoreContext(model, batches)
     first.hess_grad()
     assert first.info["hvp_probe"] == "this call, batch 1"
-    assert set(first.info["hvp_seconds"]) == set(hvp.HVP_METHODS)
+    assert set(first.info["hvp_seconds"]) == set(hvp.METHODS)
     make_tiny, make_batches = tiny_factory
     again = ScoreContext(make_tiny(seed=3), make_batches(seed=4))
     assert_same(again.hess_grad(), reference(make_tiny(seed=3), make_batches(seed=4)))
     assert again.info["hvp_probe"] == "earlier in this process"
     assert again.info["hvp_method"] == first.info["hvp_method"]
-    assert len(hvp.PROBES) == 1
+    assert len(choice.COSTS) == 1
 
 
-def test_auto_takes_what_the_probe_found_cheaper(model, batches):
-    key = probing.probe_key(model, batches[0][0])
-    hvp.PROBES[key] = probing.Probe(plain_s=1.0, graph_s=1.2, double_s=3.0, jvp_s=2.0)
+def test_auto_takes_the_method_timed_cheaper(model, batches):
+    choice.COSTS.put(model, batches[0][0],
+                     choice.MethodCosts(plain_s=1.0, graph_s=1.2, double_s=3.0, jvp_s=2.0))
     ctx = ScoreContext(model, batches)
     assert_same(ctx.hess_grad(), reference(model, batches))
     assert ctx.info["hvp_method"] == "forward_over_reverse"
     assert ctx.info["hvp_seconds"] == {"double_backward": 3.2, "forward_over_reverse": 2.0}
 
 
-def test_probe_costs_count_what_each_method_adds_to_a_plain_gradient_pass():
-    probe = probing.Probe(plain_s=1.0, graph_s=1.1, double_s=1.6, jvp_s=2.2)
-    assert probe.costs(1.0) == pytest.approx({"double_backward": 1.7,
-                                              "forward_over_reverse": 2.2})
-    assert probe.choice(1.0) == "double_backward"   # graphs kept: no second forward
-    assert probe.choice(0.0) == "forward_over_reverse"  # recomputing costs a whole pass more
-    unsupported = probing.Probe(plain_s=1.0, graph_s=9.0, double_s=9.0, jvp_s=None, jvp_error="x")
-    assert unsupported.choice(0.0) == "double_backward"
+def test_method_costs_count_what_each_method_adds_to_a_plain_gradient_pass():
+    costs = choice.MethodCosts(plain_s=1.0, graph_s=1.1, double_s=1.6, jvp_s=2.2)
+    assert costs.seconds(1.0) == pytest.approx({"double_backward": 1.7,
+                                                "forward_over_reverse": 2.2})
+    assert costs.cheapest(1.0) == "double_backward"   # graphs kept: no second forward
+    assert costs.cheapest(0.0) == "forward_over_reverse"  # recomputing costs a whole pass more
+    unsupported = choice.MethodCosts(plain_s=1.0, graph_s=9.0, double_s=9.0, jvp_s=None,
+                                     jvp_error="x")
+    assert unsupported.cheapest(0.0) == "double_backward"
+
+
+def test_the_methods_are_named_in_one_tuple():
+    assert hvp.METHODS == ("double_backward", "forward_over_reverse") == tuple(hvp.HVP_FUNCTIONS)
+    assert ScoreContext.__init__.__kwdefaults__["hvp_method"] == "auto"
 
 
 def test_saved_bytes_counts_activations_once_and_parameters_never():
     weight = torch.randn(64, 64, requires_grad=True)
     x = torch.randn(32, 64)
-    with probing.SavedBytes([weight]) as saved:
+    with methods.SavedBytes([weight]) as saved:
         h = x @ weight          # saves x (and weight, not counted)
         (h * h).sum()           # saves h, once though used twice
     assert saved.bytes == x.untyped_storage().nbytes() + h.untyped_storage().nbytes()
@@ -118,7 +125,7 @@ def test_a_prune_event_records_how_hg_was_computed(model, batches):
     assert hvp_record(event) == {}
     event.ctx.hess_grad()
     record = hvp_record(event)
-    assert record["hvp_method"] in hvp.HVP_METHODS and record["hvp_kept"].endswith("/3")
+    assert record["hvp_method"] in hvp.METHODS and record["hvp_kept"].endswith("/3")
     assert record["hvp_probe"] == "this call, batch 1"
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from fp.scoring import ScoreContext
 from fp.scoring.layers.conv import Geometry, matmul_pays
 
-from .test_statistics import finite_difference_hess_grad, per_batch_grads
+from .test_gradients import finite_difference_hess_grad, per_batch_grads
 from .conftest import random_batchnorm_state
 
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from fp_builtins.architectures.resnet_cifar import CifarResNet
 from fp.nn import eval_mode
-from fp.scoring import ScoreContext, hvp
+from fp.scoring import ScoreContext, autotune
+from fp.scoring.hvp import choice
 from fp.scoring.layers.fold import foldable_pairs
 
 from .conftest import make_batches, make_tiny, reference_stats
@@ -89,8 +90,8 @@ def assert_matches(actual: dict, expected: dict) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fresh_probes(monkeypatch):
-    monkeypatch.setattr(hvp, "PROBES", {})
+def fresh_costs(monkeypatch):
+    monkeypatch.setattr(choice, "COSTS", autotune.Measured())
 
 
 def check(measure, model, model_name, ctx, sizes, granularity) -> None:
@@ -137,7 +138,7 @@ def test_every_route_to_filter_products_weighs_batches_by_their_size(route, size
     rest, a cached g (every batch recomputed) and products read off the whole Hg."""
     memory = 0.0 if route == "graphs recomputed" else None
     if route == "one graph kept":
-        monkeypatch.setattr(hvp.probing, "kept_share", lambda graph, budget, count: 1 / count)
+        monkeypatch.setattr(choice, "kept_share", lambda graph, budget, count: 1 / count)
     model = make_resnet()
     assert foldable_pairs(model.eval())  # the folded path is the one under test
     ctx = ScoreContext(model, make_batches(SIZES[sizes]), hvp_method="double_backward",

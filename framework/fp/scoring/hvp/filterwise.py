@@ -1,9 +1,10 @@
 """The filter-wise Hessian-gradient product Σ_{i∈p} θ_i (Hg)_i, all a GraSP-style filter score
-needs, for each filter p of each scored weight (``hvp`` gives Hg whole).
+needs, for each filter p of each scored weight (``fp.scoring.hvp.mean_hess_grad`` gives Hg
+whole).
 
 Double backward differentiates with respect to per-filter scales of the convolutions it runs
-itself (``conv_autograd.Convolution``), which drops the weight-gradient convolutions of that
-pass; a BatchNorm folded into a scaled convolution is corrected for afterwards.
+itself (``fp.scoring.layers.conv.Convolution``), which drops the weight-gradient convolutions of
+that pass; a BatchNorm folded into a scaled convolution is corrected for afterwards.
 """
 from __future__ import annotations
 
@@ -11,49 +12,49 @@ import torch
 from torch import Tensor, nn
 
 from fp.nn import eval_mode, filter_sums
-from fp.scoring.hvp import choose_method, mean_hess_grad, second_order_sums
-from fp.scoring.layers.fold import Folds
+from fp.scoring.gradients import (ScoringLoss, as_on_rank_zero, sample_count, total_samples,
+                                  weighted_mean_)
+from fp.scoring.hvp import HvpInfo, HvpResult, Stats, choice_info, mean_hess_grad, second_order_sums
+from fp.scoring.hvp.choice import choose_method
 from fp.scoring.layers.double_backward import replaceable
-from fp.scoring.gradients import (Batch, as_on_rank_zero, sample_count, total_samples,
-                                   trainable, weighted_mean_)
+from fp.scoring.layers.fold import Folds
 
 
-def mean_filter_hess_grad(model: nn.Module, batches: list[Batch], temperature: float,
-                          weights: dict[str, Tensor], *, method: str, info: dict,
+def mean_filter_hess_grad(loss: ScoringLoss, weights: dict[str, Tensor], *, method: str,
                           memory: float | None = None,
-                          first_order: tuple[dict, dict] | None = None
-                          ) -> tuple[dict, dict, dict]:
+                          first_order: tuple[Stats, Stats] | None = None) -> HvpResult:
     """(g, E[g²], {weight name: Σ_{i∈p} θ_i (Hg)_i for each filter p}) for the trainable
-    ``weights``. Double backward differentiates with respect to per-filter scales of the
-    convolutions it runs itself (and the weight of any other layer); forward over reverse, when
-    chosen, computes Hg whole and sums it."""
-    names, params = trainable(model)
-    trained = {n: w for n, w in weights.items() if n in set(names)}
+    ``weights``, and how it was computed (``mean_hess_grad``'s arguments). Double backward
+    differentiates with respect to per-filter scales of the convolutions it runs itself (and
+    the weight of any other layer); forward over reverse, when chosen, computes Hg whole and
+    sums it."""
+    model, names = loss.model, set(loss.names)
+    trained = {n: w for n, w in weights.items() if n in names}
     if not names:
-        return {}, {}, {}
+        return HvpResult({}, {}, {}, HvpInfo())
     with eval_mode(model), torch.enable_grad():
-        budget, chosen = choose_method(model, batches, temperature, names, params, method,
-                                       info, memory, first_order)
-        if chosen != "double_backward":
-            grad, grad_sq, hess_grad = mean_hess_grad(model, batches, temperature,
-                                                      method=chosen, info=info, memory=memory,
-                                                      first_order=first_order)
-            return grad, grad_sq, {n: filter_sums(w.detach() * hess_grad[n])
-                                   for n, w in trained.items()}
+        chosen = choose_method(loss, method, memory, first_order)
+        info = choice_info(chosen)
+        if chosen.method != "double_backward":
+            whole = mean_hess_grad(loss, method=chosen.method, memory=memory,
+                                   first_order=first_order)
+            return HvpResult(whole.grad, whole.grad_sq,
+                             {n: filter_sums(w.detach() * whole.found[n])
+                              for n, w in trained.items()}, info | whole.info)
         info["hvp_method"] = "double_backward"
         scales = _filter_scales(model, trained)
         targets = [scales.get(n, w) for n, w in trained.items()]
         # every rank folds as rank 0's first batch decides: the correction is for the mean
-        folds = Folds(model, as_on_rank_zero(sample_count(batches[0])))
-        grad, grad_sq, sums = second_order_sums(
-            model, batches, temperature, names, params, budget, info, first_order=first_order,
-            targets=targets, scales={model.get_submodule(n.rpartition(".")[0]): s
-                                     for n, s in scales.items()}, folds=folds)
+        folds = Folds(model, as_on_rank_zero(sample_count(loss.batches[0])))
+        found = second_order_sums(
+            loss, chosen.budget, first_order=first_order, targets=targets,
+            scales={model.get_submodule(n.rpartition(".")[0]): s for n, s in scales.items()},
+            folds=folds)
         dots = [d if n in scales else filter_sums(trained[n].detach() * d)
-                for n, d in zip(trained, sums)]
-        means = dict(zip(trained, weighted_mean_(dots, total_samples(batches))))
-        _correct_for_folds(model, means, grad, folds.folded())
-    return grad, grad_sq, means
+                for n, d in zip(trained, found.sums)]
+        means = dict(zip(trained, weighted_mean_(dots, total_samples(loss.batches))))
+        _correct_for_folds(model, means, found.grad, folds.folded())
+    return HvpResult(found.grad, found.grad_sq, means, info | found.info)
 
 
 def _correct_for_folds(model: nn.Module, dots: dict[str, Tensor], grad: dict[str, Tensor],

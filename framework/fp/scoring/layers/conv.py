@@ -1,9 +1,10 @@
 """A convolution whose backward is itself an autograd Function with a written-out backward, so a
 Hessian-vector product through it costs two forward convolutions and one convolution_backward
-(``second_order`` swaps it in). Optional per-filter scales s multiply the output channels; their
-gradient is what the filter-wise Hg of ``filter_hvp`` differentiates with respect to. Where a
-weight gradient is cheaper as one matrix product (``matmul_pays``), every backward here takes it
-so, and ``first_order`` runs such convolutions through it in plain gradient passes too.
+(``double_backward`` swaps it in). Optional per-filter scales s multiply the output channels;
+their gradient is what the filter-wise Hg of ``fp.scoring.hvp.filterwise`` differentiates with
+respect to. Where a weight gradient is cheaper as one matrix product (``matmul_pays``), every
+backward here takes it so, and ``gradient_pass`` runs such convolutions through it in plain
+gradient passes too.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ class Convolution(torch.autograd.Function):
     ``scale`` (optional) is a vector of ones, one per filter p, multiplying the filters:
     ∂/∂scale_p of ⟨c, conv(x, W)⟩ is Σ_{i∈p} W_i ∂/∂W_i, read off the output as ⟨c_p, y_p⟩ with
     no weight-gradient convolution. With a scale, the layer serves filter-wise Hessian products
-    (``hvp.mean_filter_hess_grad``): its first backward gives ∂x, ∂W, ∂b (∂W taken with respect
+    (``fp.scoring.hvp.filterwise``): its first backward gives ∂x, ∂W, ∂b (∂W taken with respect
     to the scaled weight), its second ∂x and ∂scale only.
     """
 

@@ -7,7 +7,7 @@ more than needed. Here a convolution's backward is itself an autograd Function w
 written out: for cotangents (a_x, a_w, a_b) of (∂x, ∂W, ∂b) it needs two forward convolutions and
 one convolution_backward, the least a convolution's Hessian-vector product can cost. Eval-mode
 BatchNorm, a fixed per-channel affine map, becomes that map in plain tensor operations, folded
-into the convolution before it where ``folding`` says that pays. Hardsigmoid and Hardswish, whose
+into the convolution before it where ``fold`` says that pays. Hardsigmoid and Hardswish, whose
 double backward torch does not implement, become the same functions in plain operations.
 
 Every replacement computes the same function and the same derivatives; only rounding differs.

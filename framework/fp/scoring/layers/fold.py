@@ -7,26 +7,24 @@ as its weight (``folding_pays``): the wide early layers of a CIFAR ResNet, not t
 ones of an ImageNet-style ResNet at 32 px, whose 3×3×512×512 weights dwarf their 1×1 outputs.
 Either way the function and its derivatives are the same; only rounding differs.
 
-``foldable_pairs`` finds the pairs (torch.fx), ``first_order.first_order_layers`` folds them for
-a plain gradient pass, and ``Folds`` records which pairs one Hessian-gradient computation folds
-(``second_order`` folds them into its own convolutions).
+``foldable_pairs`` finds the pairs in the model's fx graph (``fp.scoring.graph``),
+``gradient_pass.first_order_layers`` folds them for a plain gradient pass, and ``Folds`` records
+which pairs one Hessian-gradient computation folds (``double_backward`` folds them into its own
+convolutions).
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import weakref
 from collections import Counter
 from typing import Iterator
 
 import torch
-import torch.fx as fx
 from torch import Tensor, nn
 
-from fp.scoring.graph import structure_fingerprint
+from fp.scoring.graph import BATCHNORM, traced
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-BATCHNORM = nn.modules.batchnorm._BatchNorm
 
 
 def is_plain_conv(module: nn.Module) -> bool:
@@ -75,7 +73,7 @@ class Folds:
     """The pairs one computation folds: each pair decides on the first batch it sees
     (``folding_pays``, for ``batch_size`` samples if given: ranks that agree on it fold alike)
     and keeps that decision for every later batch, so that all batches fold alike and a
-    correction for the fold (``filter_hvp``) applies to exactly ``folded()``."""
+    correction for the fold (``fp.scoring.hvp.filterwise``) applies to exactly ``folded()``."""
 
     def __init__(self, model: nn.Module, batch_size: int | None = None):
         self.pairs = foldable_pairs(model)
@@ -110,48 +108,20 @@ def patched_forwards(forwards: dict[nn.Module, object]) -> Iterator[None]:
             del module.forward
 
 
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
-        return isinstance(m, (*CONVS, BATCHNORM)) or super().is_leaf_module(m, qualified_name)
-
-
 def _gamma_has_beta(bn: nn.Module) -> bool:
     """A trainable γ folds only beside a trainable β: filter-wise products of a folded pair
-    need ∂L/∂β to correct for the fold (``filter_hvp``)."""
+    need ∂L/∂β to correct for the fold (``fp.scoring.hvp.filterwise``)."""
     return (bn.weight is None or not bn.weight.requires_grad
             or (bn.bias is not None and bn.bias.requires_grad))
 
 
-#: model → (its structure when traced, the pairs found): a prune event folds once per batch
-_PAIRS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, str]]]" = \
-    weakref.WeakKeyDictionary()
-
-
-def _structure(model: nn.Module) -> tuple:
-    """What the pairs depend on besides the forward code: modules and shapes, modes, frozen γ/β
-    and patched forwards."""
-    return structure_fingerprint(model), tuple(
-        (m.training, "forward" in vars(m), *(p.requires_grad for p in m.parameters(False)))
-        for m in model.modules())
-
-
 def foldable_pairs(model: nn.Module) -> dict[str, str]:
     """Convolution name → name of the eval-mode BatchNorm that is its output's only consumer,
-    each module called exactly once; {} when torch.fx cannot trace the model. Cached per model
-    while its modules, their modes and their parameters' shapes stay the same."""
-    structure = _structure(model)
-    cached = _PAIRS.get(model)
-    if cached is not None and cached[0] == structure:
-        return dict(cached[1])
-    pairs = _traced_pairs(model)
-    _PAIRS[model] = structure, pairs
-    return dict(pairs)
-
-
-def _traced_pairs(model: nn.Module) -> dict[str, str]:
-    try:
-        graph = _Tracer().trace(model)
-    except Exception:  # noqa: BLE001 - fx rejects data-dependent control flow in many ways
+    each module called exactly once; {} when torch.fx cannot trace the model. Read off the
+    model's one remembered trace (``fp.scoring.graph.traced``) and its modules as they are now
+    (modes, frozen γ/β, forwards set on an instance)."""
+    graph = traced(model)
+    if graph is None:
         return {}
     modules = dict(model.named_modules())
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")

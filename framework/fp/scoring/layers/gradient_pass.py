@@ -1,10 +1,10 @@
 """The layers a plain gradient pass (g, E[g²]) runs: torch's own, with two exact shortcuts.
 
 - An eval-mode BatchNorm that alone consumes a convolution's output is folded into it where that
-  pays (``folding.folding_pays``), so it costs no pass over the activations either way.
+  pays (``fold.folding_pays``), so it costs no pass over the activations either way.
 - On a CPU, a convolution whose weight gradient is cheaper as one matrix product
-  (``conv_autograd.matmul_pays``: an ImageNet-style network's last stages at CIFAR size) runs
-  as ``conv_autograd.Convolution``, whose backward takes it so.
+  (``conv.matmul_pays``: an ImageNet-style network's last stages at CIFAR size) runs as
+  ``conv.Convolution``, whose backward takes it so.
 
 Every replacement computes the same function and gradient; only rounding differs.
 """

@@ -1,12 +1,13 @@
-"""The scoring passes' image layout: the same statistics in either layout, "auto" decided once per
-model structure from timings (patched here: the tests never depend on this machine's speed)."""
+"""What is measured once per process: the scoring passes' image layout (the same statistics in
+either layout, "auto" decided once per model structure from timings, patched here: the tests never
+depend on this machine's speed), and the model key and cache every such choice shares."""
 import pytest
 import torch
 from torch import nn
 
 from fp.errors import ConfigError
 from fp.scoring import ScoreContext, score
-from fp.scoring import autotune as layout
+from fp.scoring import autotune
 from fp.scoring.autotune import time_layouts as real_timing  # imported before the conftest patches
 
 CL = torch.channels_last
@@ -18,7 +19,7 @@ def timed(monkeypatch, contiguous: float, channels_last: float) -> list:
     def fake(model, batch, temperature):
         calls.append(tuple(batch[0].shape))
         return {"contiguous": contiguous, "channels_last": channels_last}
-    monkeypatch.setattr(layout, "time_layouts", fake)
+    monkeypatch.setattr(autotune, "time_layouts", fake)
     return calls
 
 
@@ -44,7 +45,7 @@ def test_every_statistic_is_the_same_in_either_layout(model, tiny_factory, metho
 
 def test_auto_takes_channels_last_only_when_it_is_clearly_faster(monkeypatch, model, batches):
     for cl_seconds, expected in ((0.9, "channels_last"), (0.99, "contiguous"), (1.2, "contiguous")):
-        monkeypatch.setattr(layout, "CHOSEN", {})
+        monkeypatch.setattr(autotune, "LAYOUT_CHOICES", autotune.Measured())
         timed(monkeypatch, 1.0, cl_seconds)
         ctx = ScoreContext(model, batches)
         ctx.grad()
@@ -104,3 +105,35 @@ def test_the_real_timing_runs_both_layouts_twice_and_leaves_the_model_as_it_was(
 def test_an_unknown_layout_is_a_config_error(model, batches):
     with pytest.raises(ConfigError, match="layout 'nhwc' is not one of auto, contiguous"):
         ScoreContext(model, batches, layout="nhwc")
+
+
+def test_the_model_key_is_the_modules_and_the_images_not_the_widths(model, tiny_factory):
+    make_tiny, make_batches = tiny_factory
+    x = make_batches()[0][0]
+    key = autotune.model_key(model, x)
+    assert autotune.model_key(make_tiny(seed=3), x.clone()) == key
+    narrower = make_tiny()
+    narrower.conv2, narrower.bn2 = nn.Conv2d(4, 2, 3, padding=1), nn.BatchNorm2d(2)
+    assert autotune.model_key(narrower, x) == key
+    for other in (x[:2], x.float(), x.contiguous(memory_format=CL)):
+        assert autotune.model_key(model, other) != key
+    renamed = make_tiny()
+    renamed.add_module("extra", nn.ReLU())
+    assert autotune.model_key(renamed, x) != key
+
+
+def test_a_measured_value_is_remembered_for_its_model_key(model, tiny_factory):
+    make_tiny, make_batches = tiny_factory
+    measured, x = autotune.Measured(), make_batches()[0][0]
+    assert measured.get(model, x) is None and len(measured) == 0
+    assert measured.put(model, x, "found") == "found"
+    assert measured.get(make_tiny(seed=3), x) == "found" and len(measured) == 1
+    assert measured.get(model, x[:1]) is None
+
+
+def test_the_chosen_layout_can_be_read_back(monkeypatch, model, batches):
+    timed(monkeypatch, 1.0, 0.5)
+    x = batches[0][0]
+    assert autotune.chosen_layout(model, x) is None
+    ScoreContext(model, batches).grad()
+    assert autotune.chosen_layout(model, x) == "channels_last"

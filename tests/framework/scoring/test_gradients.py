@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from fp.errors import ConfigError
 from fp.nn import eval_mode
-from fp.scoring import ScoreContext, hvp, weighted_mean_
+from fp.scoring import ScoreContext, autotune, hvp, weighted_mean_
+from fp.scoring.hvp import choice
 
 
 def per_batch_grads(model, batches, temperature):
@@ -56,7 +57,7 @@ def test_hess_grad_matches_central_finite_differences(model, batches, method):
     expected = finite_difference_hess_grad(model, batches, 2.0, ctx.grad())
     for name, value in expected.items():
         torch.testing.assert_close(ctx.hess_grad()[name], value, rtol=1e-5, atol=1e-9)
-    assert ctx.info["hvp_method"] in hvp.HVP_METHODS
+    assert ctx.info["hvp_method"] in hvp.METHODS
 
 
 def test_the_two_hvp_methods_agree(model, batches):
@@ -78,8 +79,9 @@ def test_auto_falls_back_to_double_backward_when_forward_mode_fails(model, batch
     def unsupported(*args):
         raise RuntimeError("no forward-mode formula")
 
-    monkeypatch.setitem(hvp.HVP_METHODS, "forward_over_reverse", unsupported)
-    monkeypatch.setattr(hvp, "PROBES", {})  # probe afresh, not with an earlier test's result
+    monkeypatch.setitem(hvp.HVP_FUNCTIONS, "forward_over_reverse", unsupported)
+    # time afresh, not with an earlier test's costs
+    monkeypatch.setattr(choice, "COSTS", autotune.Measured())
     ctx = ScoreContext(model, batches, hvp_method="auto")
     reference = ScoreContext(model, batches, hvp_method="double_backward").hess_grad()
     assert all(torch.equal(ctx.hess_grad()[n], reference[n]) for n in reference)

@@ -5,12 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fp.scoring.hvp import filterwise as filter_hvp
-from fp.scoring.layers import fold as folding
-from fp.scoring.layers.gradient_pass import first_order_layers
-from fp.scoring.layers.fold import folding_pays
+from fp.scoring.gradients import ScoringLoss, mean_grad_and_sq
+from fp.scoring.hvp import filterwise
+from fp.scoring.layers import fold
 from fp.scoring.layers.double_backward import cheap_double_backward
-from fp.scoring.gradients import mean_grad_and_sq
+from fp.scoring.layers.fold import folding_pays
+from fp.scoring.layers.gradient_pass import first_order_layers
 
 from .conftest import random_batchnorm_state
 
@@ -70,8 +70,8 @@ def test_a_folded_and_an_unfolded_pair_give_plain_autograds_loss_and_gradient(mo
     x, y = torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
     expected = loss_and_grads(model, x, y)
     folded = []
-    affine = folding.batchnorm_affine
-    monkeypatch.setattr(folding, "batchnorm_affine", lambda bn: folded.append(bn) or affine(bn))
+    affine = fold.batchnorm_affine
+    monkeypatch.setattr(fold, "batchnorm_affine", lambda bn: folded.append(bn) or affine(bn))
     with first_order_layers(model):
         got = loss_and_grads(model, x, y)
     assert folded == [model.bn1]  # conv2's 3×3×4×32 weight outgrows its 4×32×1×1 output
@@ -125,10 +125,13 @@ def test_filter_wise_hg_corrects_for_exactly_the_pairs_it_folded(monkeypatch):
     batches = [(torch.randn(n, 3, 8, 8, generator=gen, dtype=torch.float64),
                 torch.randint(0, 3, (n,), generator=gen)) for n in (4, 2)]
     made = []
-    monkeypatch.setattr(filter_hvp, "Folds", lambda *args: made.append(folding.Folds(*args)) or made[-1])
+    monkeypatch.setattr(filterwise, "Folds",
+                        lambda *args: made.append(fold.Folds(*args)) or made[-1])
     weights = {n: model.get_parameter(n) for n in ("conv1.weight", "conv2.weight", "fc.weight")}
-    _, _, dots = filter_hvp.mean_filter_hess_grad(model, batches, 200.0, weights,
-                                                  method="double_backward", info={})
+    found = filterwise.mean_filter_hess_grad(ScoringLoss.of(model, batches, 200.0), weights,
+                                             method="double_backward")
+    dots = found.found
+    assert found.info["hvp_method"] == "double_backward" and found.info["hvp_kept"] == "2/2"
     assert made[0].folded() == {"conv1": "bn1"} and made[0].pairs == {"conv1": "bn1",
                                                                       "conv2": "bn2"}
     expected = reference_filter_hess_grad(model, batches, 200.0)
@@ -149,7 +152,7 @@ def test_the_cheap_double_backward_layers_match_plain_autograd_on_both_paths():
         return [g.detach() for g in grads] + list(hv)
 
     expected = grad_and_hvp()
-    folds = folding.Folds(model)
+    folds = fold.Folds(model)
     with cheap_double_backward(model, folds=folds):
         got = grad_and_hvp()
     assert folds.folded() == {"conv1": "bn1"}

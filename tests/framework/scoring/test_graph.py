@@ -1,3 +1,4 @@
+"""Which BatchNorm normalises a layer's output channels, read off the model's fx graph."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -5,6 +6,7 @@ from torch import nn
 
 from fp.errors import ConfigError
 from fp.scoring import ScoreContext
+from fp.scoring.graph import following_batchnorms
 
 X = torch.randn(2, 3, 8, 8)
 
@@ -107,3 +109,29 @@ def test_following_bn_returns_the_module_and_rejects_unknown_weights():
     assert ctx.following_bn("5.weight") is None
     with pytest.raises(ConfigError, match="2.weight"):
         ctx.following_bn("2.weight")
+
+
+class ScaledConv(nn.Module):
+    """A layer of its own with a weight: fx traces through it, so it is no call of the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3))
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * 2)
+
+
+def test_a_layer_the_trace_goes_through_falls_back_to_module_order():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scaled, self.bn = ScaledConv(), nn.BatchNorm2d(4)
+            self.conv, self.bn2 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+            self.unused = nn.Conv2d(4, 4, 1)  # never called: no BatchNorm follows it
+
+        def forward(self, x):
+            return self.bn2(self.conv(self.bn(self.scaled(x))))
+
+    found = following_batchnorms(Net(), ["scaled.weight", "conv.weight", "unused.weight"])
+    assert found == {"scaled.weight": "bn", "conv.weight": "bn2", "unused.weight": None}
