@@ -8,6 +8,10 @@ if TYPE_CHECKING:  # pragma: no cover  (torch is imported when scoring, not to l
 
     from fp.scoring import ScoreContext
 
+#: the paper protocol's T: training's loss is the cross-entropy of logits / T, and a measure
+#: scores at it unless its class sets its own
+PROTOCOL_TEMPERATURE = 5.0
+
 
 class Measure:
     """Scores every prunable weight; higher = more important = kept.
@@ -16,7 +20,7 @@ class Measure:
     ``ctx.weights`` with that weight's shape. Constructor arguments are gin-bindable.
 
     ``temperature`` is the default T of the loss logits/T the measure scores with (the paper's
-    protocol uses the training temperature, 5); data-free measures set ``needs_data = False``.
+    protocol uses the training temperature, PROTOCOL_TEMPERATURE); data-free measures set ``needs_data = False``.
     ``balanced`` is whether a prune event scores it on class-balanced samples by default
     (exactly ``prune.samples // classes`` images of each class; ``prune.balanced`` overrides):
     the seed draws them so for its Hessian-gradient measures (grasp, grad_norm) and takes the
@@ -27,7 +31,7 @@ class Measure:
     """
 
     name: ClassVar[str] = ""
-    temperature: ClassVar[float] = 5.0
+    temperature: ClassVar[float] = PROTOCOL_TEMPERATURE
     needs_data: ClassVar[bool] = True
     balanced: ClassVar[bool] = False
     uses_grad: ClassVar[bool] = True

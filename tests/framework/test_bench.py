@@ -14,8 +14,9 @@ from fp.tools.bench import Sizes, bench, format_rows
 from fp.tools.bench.folder import check_data, extract_cifar, write_jpegs
 from fp.tools.bench.scoring_cost import INFORMATIONAL, TARGETS, score_rows
 from fp.tools.bench import outside
-from fp.tools.bench import timing as timing_module
-from fp.tools.bench.timing import Task, Timing, measure_ratio, make_row, meets
+from fp import timing as timing_module
+from fp.timing import PairedTimes, Task, measure_ratio
+from fp.tools.bench.rows import make_row, meets
 from fp.tools.bench.folder import crop_and_flip, write_jpegs
 from fp.tools.bench.training import amp_row
 from fp.errors import FpError
@@ -144,12 +145,12 @@ def test_amp_row_runs_on_any_device_as_a_speedup():
     assert row["ratio_is"] == "baseline/measured time"
 
 
-def test_compare_warms_up_then_alternates_and_keeps_prepare_untimed():
+def test_a_ratio_warms_up_then_alternates_and_keeps_prepare_untimed():
     calls = []
     measured = Task(prepare=lambda: calls.append("prepare") or "fresh",
                     run=lambda state: calls.append(f"measured:{state}"))
     timing = measure_ratio(measured, lambda: calls.append("baseline"), repeats=3,
-                     device=torch.device("cpu"), balance=False)
+                           device=torch.device("cpu"), balance=False)
     runs = [c for c in calls if c != "prepare"]
     assert runs == ["baseline", "measured:fresh",            # warm-up
                     "baseline", "measured:fresh",            # pair 1
@@ -159,27 +160,27 @@ def test_compare_warms_up_then_alternates_and_keeps_prepare_untimed():
     assert len(timing.measured) == len(timing.baseline) == 3
 
 
-def test_compare_times_the_shorter_side_as_a_mean_of_runs_about_as_long_as_the_other(
+def test_a_ratio_times_the_shorter_side_as_a_mean_of_runs_about_as_long_as_the_other(
         monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(timing_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(timing_module, "clock", lambda: clock[0])
     runs = []
 
     def work(name, seconds):
         return lambda: runs.append(name) or clock.__setitem__(0, clock[0] + seconds)
 
     timing = measure_ratio(work("long", 3.0), work("short", 1.0), repeats=2,
-                     device=torch.device("cpu"))
+                           device=torch.device("cpu"))
     assert runs == ["short", "long"] + ["short"] * 3 + ["long"] + ["long"] + ["short"] * 3
     assert timing.measured == [3.0, 3.0] and timing.baseline == [1.0, 1.0]
     assert timing.ratio() == 3.0
 
 
 def test_ratio_is_the_median_over_pairs_and_times_the_fastest_of_each_side():
-    timing = Timing(measured=[4.0, 3.0, 10.0], baseline=[1.5, 1.0, 2.0])
+    timing = PairedTimes(measured=[4.0, 3.0, 10.0], baseline=[1.5, 1.0, 2.0])
     assert timing.ratio() == 3.0  # pairs 2.67, 3, 5
     assert timing.ratio(speedup=True) == pytest.approx(1 / 3)
-    lucky = Timing(measured=[3.0, 3.0, 3.0], baseline=[1.0, 2.0, 2.0])  # one quiet baseline
+    lucky = PairedTimes(measured=[3.0, 3.0, 3.0], baseline=[1.0, 2.0, 2.0])  # one quiet baseline
     assert lucky.ratio() == 1.5 and make_row("y", lucky, "<= 2", baseline="b")["ok"]
     row = make_row("x", timing, "<= 2.5", baseline="b")
     assert row["ratio"] == 3.0 and not row["ok"] and row["measured_s"] == 3.0
@@ -190,7 +191,7 @@ def test_ratio_is_the_median_over_pairs_and_times_the_fastest_of_each_side():
 def test_a_cuda_bench_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(FpError, match="CUDA is not available"):
+    with pytest.raises(FpError, match="--device .cuda. names no available device"):
         bench(device="cuda", sizes=TINY, manager=fp.make_manager(autoload=False))
 
 

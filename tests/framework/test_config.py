@@ -50,7 +50,7 @@ def test_registered_classes_are_gin_configurables(manager):
     ("train.epochs = -1", "train.epochs = -1 must be at least 1"),
     ("prune.rounds = 0", "prune.rounds = 0 must be at least 1"),
     ("prune.scoring_layout = 'nhwc'",
-     "prune.scoring_layout = 'nhwc' must be one of auto, contiguous, channels_last"),
+     "prune.scoring_layout = 'nhwc' must be one of 'auto', 'contiguous', 'channels_last'"),
 ])
 def test_bad_bindings_are_one_clear_sentence(manager, binding, culprit):
     with pytest.raises(ConfigError) as err:

@@ -69,7 +69,6 @@ def plugins_cmd() -> None:
 @app.command("list")
 def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, architectures, datasets, schedules or experiments.")] = None) -> None:
     """List what is registered, with one-line descriptions; `experiments` lists the shipped gin files."""
-    from fp.config.files import shipped_experiments
     from fp.errors import did_you_mean
     from fp.manager import make_manager
     from fp.registry import KINDS
@@ -77,7 +76,9 @@ def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, archi
     choices = (*KINDS, "experiments")
     if kind is not None and kind not in choices:
         raise FpError(f"unknown kind {kind!r}{did_you_mean(kind, choices)}; choose one of {', '.join(choices)}.")
-    if kind == "experiments":
+    if kind == "experiments":  # fp.config loads torch: only when the experiments are asked for
+        from fp.config.files import shipped_experiments
+
         print_table(("config", "description"), shipped_experiments(), title="experiments")
         return
     shown = [kind] if kind else list(KINDS)

@@ -23,9 +23,13 @@ def device_option(value: str | None) -> str | None:
 
 
 def executor_option(value: str) -> str:
-    """Where ``fp sweep`` runs its points; the names are those of ``fp.tools.sweep.EXECUTORS``."""
-    if value not in ("local", "slurm"):
-        raise typer.BadParameter(f"{value!r} is not an executor; use 'local' or 'slurm'.")
+    """Where ``fp sweep`` runs its points: one of ``fp.tools.sweep.EXECUTORS`` (imported here,
+    when ``fp sweep`` parses its options, since it runs the sweep anyway)."""
+    from fp.tools.sweep import EXECUTORS
+
+    if value not in EXECUTORS:
+        raise typer.BadParameter(f"{value!r} is not an executor; use "
+                                 f"{' or '.join(map(repr, EXECUTORS))}.")
     return value
 
 

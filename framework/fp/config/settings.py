@@ -9,7 +9,14 @@ import gin
 
 from fp import device as devices
 from fp.errors import ConfigError
+from fp.measure import PROTOCOL_TEMPERATURE
 from fp.nn import FILTER, GRANULARITIES
+from fp.pruning.latency.search import DEFAULT_PROBES, MIN_PROBES
+from fp.pruning.residual import RESIDUAL_MODES
+from fp.pruning.select import DEFAULT_MAX_FRACTION, TARGET_TYPES
+from fp.scoring import DEFAULT_SCORING_SAMPLES
+from fp.scoring.autotune import LAYOUTS
+from fp.scoring.context import HVP_CHOICES  # "auto" and the methods fp.scoring.hvp provides
 from fp.validation import OneOf, Range, check_fields
 
 #: type aliases with their allowed range: the checks in fp.validation read them
@@ -31,7 +38,7 @@ class Train:
     lr_schedule: Annotated[str, OneOf("multistep", "cosine", "constant")] = "multistep"
     milestones: tuple[int | float, ...] = (0.5, 0.75)  # fractions of epochs (floats < 1) or epoch numbers (ints)
     gamma: Annotated[float, Range(gt=0, le=1)] = 0.1  # multistep LR factor at each milestone
-    temperature: Annotated[float, Range(gt=0)] = 5.0  # training loss is cross-entropy of logits / T
+    temperature: Annotated[float, Range(gt=0)] = PROTOCOL_TEMPERATURE  # loss: CE of logits / T
     test_batch_size: Positive = 512
 
     def validate(self) -> None:
@@ -53,37 +60,33 @@ class Prune:
 
     measure: str = "magnitude"
     target: Fraction = 0.0                # fraction of filters (params, FLOPs, latency) gone at the end
-    target_type: Annotated[str, OneOf("filters", "params", "flops", "latency")] = "filters"
+    target_type: Annotated[str, OneOf(*TARGET_TYPES)] = "filters"
     round_to: Positive = 1                # pruned layers keep a multiple of this many filters
     latency_batch: Positive | None = None  # None: the dense model's saturating batch
-    latency_probes: Annotated[int, Range(ge=3)] = 8  # timed candidates per latency prune event
+    # timed candidates per latency prune event
+    latency_probes: Annotated[int, Range(ge=MIN_PROBES)] = DEFAULT_PROBES
     rounds: Positive = 1
     schedule: str = "rounds"
     granularity: Annotated[str, OneOf(*GRANULARITIES)] = FILTER
-    samples: Positive = 2560              # scoring samples per prune event (paper: 20 batches of 128)
+    samples: Positive = DEFAULT_SCORING_SAMPLES  # scoring samples per prune event
     batch_size: Positive = 128            # scoring batch size (fewer samples: one batch of them)
     temperature: Annotated[float | None, Range(gt=0)] = None  # None: the measure's own default
-    max_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.95  # most of one layer ever removed
+    # the most of one layer ever removed
+    max_fraction: Annotated[float, Range(gt=0, lt=1)] = DEFAULT_MAX_FRACTION
     protected: tuple[str, ...] = ()       # module-name prefixes never pruned (classifier always is)
     preserve_momentum: bool = False       # keep SGD momentum of surviving channels after surgery
-    hvp_method: str = "auto"              # Hg by "double_backward" | "forward_over_reverse" | "auto"
+    hvp_method: Annotated[str, OneOf(*HVP_CHOICES)] = "auto"  # how Hg is computed ("auto": timed)
     hvp_memory_gb: Annotated[float | None, Range(ge=0)] = None  # kept graphs; None: half the free memory
-    scoring_layout: str = "contiguous"    # images "contiguous" | "channels_last" | "auto" (timed:
-                                          # faster, but then rounding, rarely a tie, may vary)
+    scoring_layout: Annotated[str, OneOf(*LAYOUTS)] = "contiguous"  # the images' memory layout
+                                          # ("auto": timed, faster, but then rounding, rarely a
+                                          # tie, may vary)
     balanced: bool | None = None          # class-balanced scoring samples; None: the measure's default
     scoring_augment: bool = False         # score on augmented training images (the paper's code does)
-    residual: Annotated[str, OneOf("tied", "masked")] = "tied"  # channels feeding a residual add:
+    residual: Annotated[str, OneOf(*RESIDUAL_MODES)] = "tied"  # channels feeding a residual add:
                                           # "tied" removes them across the add (dependency graph);
                                           # "masked" zeroes them per filter (the paper's ResNets)
 
     def validate(self) -> None:
-        from fp.scoring.context import HVP_CHOICES  # the methods fp.scoring.hvp provides
-        from fp.scoring.autotune import LAYOUTS
-
-        _check(self.hvp_method in HVP_CHOICES,
-               f"prune.hvp_method = {self.hvp_method!r} must be one of {', '.join(HVP_CHOICES)}.")
-        _check(self.scoring_layout in LAYOUTS,
-               f"prune.scoring_layout = {self.scoring_layout!r} must be one of {', '.join(LAYOUTS)}.")
         _check(self.residual == "tied" or (self.granularity == FILTER
                                             and self.target_type != "latency"),
                "prune.residual = 'masked' needs prune.granularity = 'filter' and a filters, "

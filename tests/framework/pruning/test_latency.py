@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from fp.errors import ConfigError
-from fp import timing as latency
-from fp.timing import Timing, compare, saturating_batch, time_forward
+from fp import timing
+from fp.timing import ForwardTiming, saturating_batch, time_forward, time_forward_pair
 
 EXAMPLE = torch.randn(3, 8, 8)
 FAST = {"device": "cpu", "warmup": 1, "min_time_s": 0.0}
@@ -60,15 +60,15 @@ class Costly(nn.Module):
 @pytest.fixture
 def now(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(latency, "clock", lambda: clock[0])
+    monkeypatch.setattr(timing, "clock", lambda: clock[0])
     return clock
 
 
 def test_a_timing_has_positive_consistent_numbers():
     t = time_forward(tiny(), EXAMPLE, 4, **FAST)
-    assert isinstance(t, Timing) and t.batch == 4 and t.device == "cpu"
+    assert isinstance(t, ForwardTiming) and t.batch == 4 and t.device == "cpu"
     assert t.dtype == "float32" and t.precision == "float32" and t.channels_last is False
-    assert t.median_s > 0 and t.spread >= 0 and t.repeats == len(t.times_s) >= latency.MIN_REPEATS
+    assert t.median_s > 0 and t.spread >= 0 and t.repeats == len(t.times_s) >= timing.MIN_REPEATS
     assert t.images_per_s == pytest.approx(4 / t.median_s)
     assert dataclasses.asdict(t)["images_per_s"] == t.images_per_s
     assert time_forward(tiny(), EXAMPLE, 2, **dict(FAST, repeats=7)).repeats == 7
@@ -77,7 +77,7 @@ def test_a_timing_has_positive_consistent_numbers():
 def test_repeats_fill_the_time_budget_within_bounds(now):
     model = Costly(now, lambda batch: 0.125)  # exact in binary: the sums are exact too
     assert time_forward(model, EXAMPLE, 1, device="cpu", warmup=0, min_time_s=2.0).repeats == 16
-    assert time_forward(model, EXAMPLE, 1, device="cpu", min_time_s=0.0).repeats == latency.MIN_REPEATS
+    assert time_forward(model, EXAMPLE, 1, device="cpu", min_time_s=0.0).repeats == timing.MIN_REPEATS
     capped = time_forward(model, EXAMPLE, 1, device="cpu", min_time_s=100, max_repeats=30)
     assert capped.repeats == 30 and capped.median_s == 0.125 and capped.spread == 0
 
@@ -102,7 +102,7 @@ def test_bfloat16_and_channels_last_run_on_cpu_without_touching_the_callers_mode
     assert model.conv.weight.is_contiguous()  # not turned channels-last
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     probe = Recorder()
-    with latency.ready(probe, device="cpu", dtype=torch.bfloat16, channels_last=True) as r:
+    with timing.ready(probe, device="cpu", dtype=torch.bfloat16, channels_last=True) as r:
         r.once(r.inputs(EXAMPLE, 2))
         seen = r.model.seen[-1]
     assert seen["channels_last"] and seen["out"] == torch.bfloat16 and seen["x"].dtype == torch.float32
@@ -111,7 +111,7 @@ def test_bfloat16_and_channels_last_run_on_cpu_without_touching_the_callers_mode
 def test_bfloat16_weights_where_autocast_is_unavailable(monkeypatch):
     monkeypatch.setattr(torch.amp, "is_autocast_available", lambda kind: False)
     model = Recorder()
-    with latency.ready(model, device="cpu", dtype="bfloat16") as r:
+    with timing.ready(model, device="cpu", dtype="bfloat16") as r:
         assert r.precision == "bfloat16 weights" and r.model is not model
         r.once(r.inputs(EXAMPLE, 2))
         assert r.model.seen[-1]["x"].dtype == torch.bfloat16
@@ -123,18 +123,18 @@ def test_an_unknown_dtype_is_a_config_error():
         time_forward(tiny(), EXAMPLE, 1, dtype="float16", **FAST)
 
 
-def test_compare_interleaves_dense_and_pruned():
+def test_a_pair_interleaves_dense_and_pruned():
     log: list[str] = []
     dense, pruned = Recorder(log, "d"), Recorder(log, "p")
-    a, b = compare(dense, pruned, EXAMPLE, 2, **dict(FAST, repeats=4))
+    a, b = time_forward_pair(dense, pruned, EXAMPLE, 2, **dict(FAST, repeats=4))
     assert log == ["d", "p"] + ["d", "p", "p", "d"] * 2  # a warm-up round, then A B B A ...
     assert (a.batch, b.batch, a.repeats, b.repeats) == (2, 2, 4, 4)
     assert a.median_s > 0 and b.median_s > 0
 
 
-def test_compare_on_real_models_gives_two_timings():
-    a, b = compare(tiny(), tiny(), EXAMPLE, 2, **FAST)
-    assert a.repeats == b.repeats >= latency.MIN_REPEATS and a.images_per_s > 0 < b.images_per_s
+def test_a_pair_of_real_models_gives_two_timings():
+    a, b = time_forward_pair(tiny(), tiny(), EXAMPLE, 2, **FAST)
+    assert a.repeats == b.repeats >= timing.MIN_REPEATS and a.images_per_s > 0 < b.images_per_s
 
 
 def test_the_batch_search_stops_where_throughput_saturates(now):

@@ -2,7 +2,6 @@
 injected latency function (here a deterministic one of the FLOPs), confirmed against the dense
 model before it is taken."""
 import copy
-import importlib.util
 
 import pytest
 import torch
@@ -79,6 +78,28 @@ def test_a_noisy_pass_is_caught_by_the_confirmation(filter_scores):
     confirms = [p for p in done.probes if p.phase == "confirm"]
     assert not confirms[0].meets_target and confirms[-1].accepted
     assert true(model)[0] <= 0.5 * dense_s
+
+
+def test_a_confirmation_times_dense_and_candidate_with_the_functions_interleaved_pair(
+        filter_scores):
+    true, pairs = flops_latency(), []
+
+    def latency_fn(model):
+        return true(model)
+
+    def interleaved(dense, model):  # what measured_latency's does, with fp.timing's clock
+        pairs.append((filter_widths(dense), filter_widths(model)))
+        return true(dense), true(model)
+
+    latency_fn.interleaved = interleaved
+    model = small_cnn()
+    dense_widths = filter_widths(model)
+    done = prune(model, filter_scores(model), 0.5, latency_fn)
+    confirms = [p for p in done.probes if p.phase == "confirm"]
+    assert confirms and len(pairs) == len(confirms)
+    assert all(dense == dense_widths for dense, _ in pairs)
+    assert pairs[-1][1] == filter_widths(model) and confirms[-1].accepted
+    assert callable(measured_latency(IMAGES).interleaved)
 
 
 def test_another_rank_applies_the_chosen_candidate_untimed(filter_scores):
@@ -171,8 +192,6 @@ def test_fp_prune_takes_a_latency_function():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("fp.timing") is None,
-                    reason="fp.timing is not installed")
 def test_a_small_cnn_pruned_to_half_its_measured_cpu_latency(filter_scores):
     model = small_cnn()
     example = torch.randn(1, 3, 32, 32)

@@ -1,7 +1,7 @@
 """The bisection behind a latency target (``latency_target``): candidate counts of ranked slots,
 timed with an injected ``latency_fn`` against the dense model, at most ``budget`` timings. A
 confirmation times the dense model and the candidate in interleaved order: with
-``latency_fn.compare(dense, model) -> ((s, noise), (s, noise))`` when the function has one,
+``latency_fn.interleaved(dense, model) -> ((s, noise), (s, noise))`` when the function has one,
 else as dense, candidate, dense (the candidate compared with the mean of the two)."""
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from fp.pruning.stats import prunable_filters
 
 #: model -> (median seconds of a forward pass, relative spread of the timings)
 LatencyFn = Callable[[nn.Module], "tuple[float, float]"]
-DEFAULT_PROBES = 8
+#: timed candidates per latency prune event: by default, and the fewest a search can work with
+DEFAULT_PROBES, MIN_PROBES = 8, 3
 
 
 @dataclass
-class Probe:
+class LatencyProbe:
     """One timing of a candidate (a record for metrics.jsonl)."""
 
     probe: int              # 1, 2, ... in the order they were taken
@@ -41,16 +42,16 @@ class Search:
                  candidate: Callable[[int], tuple[nn.Module, int]]) -> None:
         self.fn, self.reference, self.target = latency_fn, reference, target
         self.budget, self.candidate = budget, candidate
-        self.probes: list[Probe] = []
-        self.last: dict[int, Probe] = {}  # count -> its latest timing
+        self.probes: list[LatencyProbe] = []
+        self.last: dict[int, LatencyProbe] = {}  # count -> its latest timing
         self.dense_s = float(latency_fn(reference)[0])
 
-    def time(self, m: int, phase: str = "search") -> Probe:
+    def time(self, m: int, phase: str = "search") -> LatencyProbe:
         """Time candidate ``m`` (a confirmation between two timings of the dense model)."""
         (trial, slots), dense_s = self.candidate(m), self.dense_s
-        compare = getattr(self.fn, "compare", None)  # (dense, model) timed in interleaved order
-        if phase == "confirm" and compare is not None:
-            (dense_s, _), (seconds, noise) = compare(self.reference, trial)
+        interleaved = getattr(self.fn, "interleaved", None)  # (dense, model), interleaved
+        if phase == "confirm" and interleaved is not None:
+            (dense_s, _), (seconds, noise) = interleaved(self.reference, trial)
         elif phase == "confirm":
             before, (seconds, noise) = self.fn(self.reference)[0], self.fn(trial)
             dense_s = (before + self.fn(self.reference)[0]) / 2
@@ -59,8 +60,8 @@ class Search:
         seconds, noise, dense_s = float(seconds), float(noise), float(dense_s)
         ratio = seconds / dense_s
         meets = ratio <= 1 - self.target or self.target == 0  # 0: no goal, nothing to remove
-        probe = Probe(len(self.probes) + 1, phase, m, slots, prunable_filters(trial), seconds,
-                      noise, dense_s, ratio, meets)
+        probe = LatencyProbe(len(self.probes) + 1, phase, m, slots, prunable_filters(trial),
+                             seconds, noise, dense_s, ratio, meets)
         self.budget -= 1
         self.probes.append(probe)
         self.last[m] = probe

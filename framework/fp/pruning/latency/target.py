@@ -22,11 +22,12 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
+from fp import timing
 from fp.errors import ConfigError, PruningError
 from fp.pruning.arch import build_model
 from fp.pruning.filters import dense_widths_of, unreachable
 from fp.pruning.groups import channel_groups
-from fp.pruning.latency.search import DEFAULT_PROBES, LatencyFn, Probe, Search
+from fp.pruning.latency.search import DEFAULT_PROBES, MIN_PROBES, LatencyFn, LatencyProbe, Search
 from fp.pruning.select import (DEFAULT_MAX_FRACTION, check_fraction, check_round_to, check_target,
                                ranked_slots, rounded_steps, steps_selection)
 from fp.pruning.stats import filter_widths
@@ -44,7 +45,7 @@ class LatencyPrune:
     dense_latency_s: float = float("nan")
     final_latency_s: float = float("nan")
     final_noise: float = float("nan")
-    probes: list[Probe] = field(default_factory=list)
+    probes: list[LatencyProbe] = field(default_factory=list)
 
     def records(self) -> list[dict[str, Any]]:
         return [asdict(p) for p in self.probes]
@@ -67,8 +68,8 @@ def prune_to_latency(model: nn.Module, filter_scores: dict[str, Tensor], target:
     check_target(target, "latency")
     check_fraction(max_fraction)
     check_round_to(round_to)
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 3:
-        raise ConfigError(f"a latency target needs at least 3 probes, not {probes!r}.")
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < MIN_PROBES:
+        raise ConfigError(f"a latency target needs at least {MIN_PROBES} probes, not {probes!r}.")
     if latency_fn is None and candidate is None:
         raise ConfigError("a latency target needs latency_fn(model) -> (seconds, noise).")
     protected = tuple(protected)
@@ -131,24 +132,29 @@ def dense_reference(model: nn.Module, dense: dict[str, Any] | None = None) -> nn
 
 
 def measured_latency(example: Tensor, batch: int = 1, device: str | torch.device | None = None,
-                     **timing: Any) -> LatencyFn:
+                     **options: Any) -> LatencyFn:
     """A ``latency_fn`` that times a forward pass of ``example``'s first sample repeated to
     ``batch`` on ``device`` (None: the model's) with ``fp.timing.time_forward``; its
-    ``compare`` times two models interleaved (``latency.compare``). ``timing`` goes to both
-    (dtype, channels_last, warmup, repeats, min_time_s)."""
-    from fp import timing as latency
+    ``interleaved`` times the dense model and a candidate interleaved
+    (``fp.timing.time_forward_pair``). ``options`` go to both (dtype, channels_last, warmup,
+    repeats, min_time_s)."""
 
     def where(model: nn.Module) -> str | torch.device:
         param = next(model.parameters(), None)
         return device if device is not None else (param.device if param is not None else "cpu")
 
     def latency_fn(model: nn.Module) -> tuple[float, float]:
-        measured = latency.time_forward(model, example, batch, device=where(model), **timing)
+        measured = timing.time_forward(model, example, batch, device=where(model), **options)
         return measured.median_s, measured.spread
 
-    def compare(dense: nn.Module, model: nn.Module) -> tuple[tuple[float, float], ...]:
-        pair = latency.compare(dense, model, example, batch, device=where(model), **timing)
+    def interleaved(dense: nn.Module, model: nn.Module) -> tuple[tuple[float, float], ...]:
+        pair = timing.time_forward_pair(dense, model, example, batch, device=where(model),
+                                        **options)
         return tuple((t.median_s, t.spread) for t in pair)
 
-    latency_fn.compare = compare
+    latency_fn.interleaved = interleaved
     return latency_fn
+
+
+#: the old name of ``LatencyProbe``, kept while ``fp.pruning`` still re-exports it
+Probe = LatencyProbe

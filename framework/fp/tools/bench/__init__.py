@@ -28,7 +28,7 @@ from fp.tools.bench.latency_row import latency_target_row
 from fp.tools.bench.outside import outside_rows, torchvision_model
 from fp.tools.bench.scoring_cost import score_rows
 from fp.tools.bench.surgery import prune_surgery_row
-from fp.tools.bench.timing import skipped_row
+from fp.tools.bench.rows import skipped_row
 from fp.tools.bench.training import AMP_TARGET, amp_row, train_loop_row
 from fp import device as devices
 from fp.manager import Manager, make_manager
@@ -67,7 +67,7 @@ QUICK = Sizes(score_architecture="resnet20", score_batches=2, train_batches=4, r
 def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = None,
           manager: Manager | None = None, data: Path | None = None,
           on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> list[dict[str, Any]]:
-    """Run every benchmark and return one JSON-ready row each (see ``timing.make_row``).
+    """Run every benchmark and return one JSON-ready row each (see ``rows.make_row``).
     ``sizes`` overrides ``FULL``/``QUICK``; ``data`` (CIFAR-10 JPEGs, an archive or a folder)
     gives folder_train real images; ``on_row`` sees each row as soon as it is done."""
     data = None if data is None else check_data(data)

@@ -8,7 +8,8 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from fp.tools.bench.timing import measure_ratio, make_row
+from fp.timing import measure_ratio
+from fp.tools.bench.rows import make_row
 from fp.data import InMemoryDataset
 
 #: images/s of fp's loader over the per-image pipeline's

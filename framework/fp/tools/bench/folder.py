@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fp.tools.bench.timing import measure_ratio, make_row
+from fp.timing import measure_ratio, seconds
+from fp.tools.bench.rows import make_row
 from fp.tools.bench.training import built_run, fp_epoch
-from fp.engine.checkpoint import Setup
+from fp.engine.build import Setup
 from fp.errors import DataError
 from fp.manager import Manager
 
@@ -55,12 +55,9 @@ def folder_row(manager: Manager, *, architecture: str, batches: int, batch_size:
 def decode_seconds(manager: Manager, root: Path, size: int) -> tuple[float, float]:
     """Build the dataset twice: the first decodes and writes the cache, the second reads it."""
     cls = manager.registries["datasets"].get("imagefolder")
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        cls(root=str(root), image_size=size, in_memory=True)
-        times.append(time.perf_counter() - start)
-    return times[0], times[1]
+    cold, warm = (seconds(lambda: cls(root=str(root), image_size=size, in_memory=True),
+                          torch.device("cpu")) for _ in range(2))
+    return cold, warm
 
 
 def bare_folder_epoch(setup: Setup):

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from fp import timing
 from fp.errors import PruningError
-from fp import timing as latency
 from fp.pruning import prune
-from fp.tools.bench.timing import Timing, make_row, skipped_row
+from fp.tools.bench.rows import make_row, skipped_row
 
 #: fraction of the dense model's latency the row's prune event removes
 TARGET = 0.5
@@ -33,14 +33,14 @@ def latency_target_row(model: nn.Module, batches: list[tuple[torch.Tensor, torch
                               notes=f"batch {batch_size}: {exc}"), "skipped": False, "ok": False}
     searched = pruned.fp_latency
     example = batches[0][0][:1]
-    dense_timing, pruned_timing = latency.compare(dense, pruned, example, batch_size,
-                                                  device=device)
-    timing = Timing(measured=pruned_timing.times_s, baseline=dense_timing.times_s)
+    dense_timing, pruned_timing = timing.time_forward_pair(dense, pruned, example, batch_size,
+                                                           device=device)
+    paired = timing.PairedTimes(measured=pruned_timing.times_s, baseline=dense_timing.times_s)
     accepted = next(p for p in searched["probes"] if p["accepted"])
     notes = (f"batch {batch_size}; the search took {searched['latency_probes']} probes and "
              f"accepted {accepted['ratio']:.3f} of the dense latency (noise "
              f"{accepted['noise']:.1%}); re-timed here with spread {pruned_timing.spread:.1%}, "
              f"{sum(p.numel() for p in pruned.parameters()):,} of "
              f"{sum(p.numel() for p in dense.parameters()):,} parameters kept")
-    return make_row("latency_target", timing, f"<= {1 - TARGET:g}", baseline=baseline,
+    return make_row("latency_target", paired, f"<= {1 - TARGET:g}", baseline=baseline,
                     notes=notes)

@@ -18,8 +18,9 @@ from torch import nn
 
 from fp.measure import Measure
 from fp.nn import eval_mode
-from fp.scoring import autotune as layout, resolve_measure, score  # score is fp.score
-from fp.tools.bench.timing import make_row, measure_ratio
+from fp.scoring import autotune, resolve_measure, score  # score is fp.score
+from fp.timing import measure_ratio
+from fp.tools.bench.rows import make_row
 
 FIRST_ORDER = ("snip", "taylor", "biased_snip", "fisher", "bn_taylor")
 HESSIAN = ("grasp", "grad_norm")
@@ -72,7 +73,7 @@ def outside_row(name: str, model: nn.Module, label: str, batches: Batches, *, re
     notes += (f"both at T={loop_t:g}" if loop_t is not None else
               f"fp.score at T={measure.temperature:g} (the default), the loop on raw logits")
     if measure.needs_data:  # the images' layout fp.score chose here (the loop's are contiguous)
-        notes += f"; fp.score {layout.CHOSEN.get(layout.layout_key(model, x), 'contiguous')}"
+        notes += f"; fp.score {autotune.CHOSEN.get(autotune.layout_key(model, x), 'contiguous')}"
     return make_row(f"outside/{name}/{label}", timing, TARGETS[name], baseline=BASELINE,
                     notes=notes)
 

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fp.tools.bench.timing import measure_ratio, make_row
+from fp.timing import measure_ratio
+from fp.tools.bench.rows import make_row
 from fp.nn import eval_mode
 from fp.scoring import ScoreContext, score
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from fp.tools.bench.timing import Task, measure_ratio, make_row
+from fp.timing import Task, measure_ratio
+from fp.tools.bench.rows import make_row
 
 #: (row name, fp arguments, ratio target, the wall it stands for)
 COMMANDS = (

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from fp.tools.bench.scoring_cost import forward_backward
-from fp.tools.bench.timing import Task, measure_ratio, make_row
+from fp.timing import Task, measure_ratio
+from fp.tools.bench.rows import make_row
 from fp.pruning import dense_stats, prune_filters
 from fp.nn import prunable_weights
 from fp.scoring import DEFAULT_TEMPERATURE

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from fp import config
-from fp.tools.bench.timing import measure_ratio, make_row
-from fp.engine.build import build_setup
-from fp.engine.checkpoint import Setup
+from fp.timing import measure_ratio
+from fp.tools.bench.rows import make_row
+from fp.engine.build import Setup, build_setup
 from fp.engine.loop import EpochProgress, train_epoch
 from fp.manager import Manager
 

@@ -10,12 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fp import device as devices
+from fp import device as devices, timing
 from fp.errors import ConfigError
-from fp import timing as latency
 
-#: doubling the batch must raise images/s by more than this factor to go on (5%)
-GAIN = 1.05
 #: above this spread the notes warn that the speed-ups are uncertain
 NOISY = 0.2
 
@@ -23,15 +20,13 @@ NOISY = 0.2
 def timing_device(asked: str | None, run_dir: Path | None) -> torch.device:
     """``--device``, else the device the run trained on (its summary.json), else the CPU."""
     recorded = None if asked or run_dir is None else recorded_field(run_dir, "device")
-    name = asked or recorded or "cpu"
-    problem = devices.problem(name)
+    if recorded is None:
+        return devices.resolve(asked or "cpu", what="--device")
+    problem = devices.problem(recorded)
     if problem is not None:
-        raise ConfigError(f"--device {name} {problem}." if asked else
-                          f"the run's device {name!r} (its summary.json) {problem}; pass --device "
-                          f"to time the model on another.")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        raise ConfigError(f"the run's device {recorded!r} (its summary.json) {problem}; pass "
+                          f"--device to time the model on another.")
+    return devices.resolve(recorded)
 
 
 def recorded_field(run_dir: Path, key: str) -> Any:
@@ -50,13 +45,13 @@ def measure_speed(dense: nn.Module, pruned: nn.Module, example: torch.Tensor, *,
     pruned model's own saturating batch is reported beside it."""
     options = dict(device=device, dtype=dtype, channels_last=channels_last, warmup=warmup,
                    repeats=repeats)
-    lat_dense, lat_pruned = latency.compare(dense, pruned, example, 1, min_time_s=min_time_s,
-                                            **options)
-    search = dict(options, max_batch=max_batch, gain=GAIN, min_time_s=min_time_s / 2)
-    batch, dense_curve = latency.saturating_batch(dense, example, **search)
-    own_batch, pruned_curve = latency.saturating_batch(pruned, example, **search)
-    thr_dense, thr_pruned = latency.compare(dense, pruned, example, batch, min_time_s=min_time_s,
-                                            **options)
+    lat_dense, lat_pruned = timing.time_forward_pair(dense, pruned, example, 1,
+                                                     min_time_s=min_time_s, **options)
+    search = dict(options, max_batch=max_batch, min_time_s=min_time_s / 2)
+    batch, dense_curve = timing.saturating_batch(dense, example, **search)
+    own_batch, pruned_curve = timing.saturating_batch(pruned, example, **search)
+    thr_dense, thr_pruned = timing.time_forward_pair(dense, pruned, example, batch,
+                                                     min_time_s=min_time_s, **options)
     timings = (lat_dense, lat_pruned, thr_dense, thr_pruned)
     return {
         "dtype": dtype, "channels_last": channels_last, "precision": lat_dense.precision,
@@ -70,7 +65,7 @@ def measure_speed(dense: nn.Module, pruned: nn.Module, example: torch.Tensor, *,
         "pruned_saturating_batch": own_batch,
         "pruned_saturating_images_per_s": dict(pruned_curve)[own_batch],
         "pruned_saturating_speedup": ratio(dict(pruned_curve)[own_batch], thr_dense.images_per_s),
-        "saturation": {"gain": GAIN, "max_batch": max_batch, "dense": dense_curve,
+        "saturation": {"gain": timing.GAIN, "max_batch": max_batch, "dense": dense_curve,
                        "pruned": pruned_curve},
         "repeats_used": [min(t.repeats for t in timings), max(t.repeats for t in timings)],
         "max_spread": max(t.spread for t in timings),
