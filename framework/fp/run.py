@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -13,6 +13,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from fp.manager import Manager
     from fp.measure import Measure
     from fp.scoring import ScoreContext
+
+
+#: the model attribute that holds its weight masks (``fp.pruning.masks``, saved by ``fp.save``)
+WEIGHT_MASKS = "fp_masks"
 
 
 def layer_tag(weight_name: str, quantity: str) -> str:
@@ -47,6 +51,11 @@ class PruneEvent:
 class Run:
     """What a plugin can read (and, with care, change) during a run.
 
+    ``settings`` are the resolved settings, typed (``run.settings.train.lr``); ``config`` gives
+    the same as plain dicts (``run.config["train"]["lr"]``). ``masks`` are the model's weight
+    masks (weight granularity): they live on the model, ``model.fp_masks``, as after ``fp.prune``;
+    assign a new dict rather than changing it in place.
+
     ``eval_set`` is the fixed evaluation set V (``data.eval_samples`` > 0, else empty): batches of
     at most 512 class-balanced training images as ``(inputs, targets)``, normalised, un-augmented
     and already on ``device``, the same on every rank, for every measure and on resume. Training
@@ -63,7 +72,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     measure: "Measure"
     device: torch.device
-    config: dict[str, Any]            # the resolved settings as plain dicts (train, prune, ...)
+    settings: "Settings"               # the resolved settings, typed (what the engine reads)
     operative_config: str = ""         # gin's operative config text
     epoch: int = 0                     # epochs completed
     step: int = 0                      # optimizer steps completed
@@ -71,10 +80,30 @@ class Run:
     world_size: int = 1
     resumed: bool = False
     dense: dict[str, Any] = field(default_factory=dict)   # params, flops, filters of the dense model
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # weight granularity
     state: dict[str, Any] = field(default_factory=dict)   # plugin state saved in checkpoints
-    settings: "Settings | None" = None  # the same settings, typed (what the engine reads)
     eval_set: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # V, on device
+    #: appends one record to metrics.jsonl; the engine sets it on rank 0 (None: nothing is written)
+    metrics_writer: Callable[[dict[str, Any]], None] | None = None
+    #: the engine's draw of a prune event's scoring batches: (run, index, needs_data) -> batches
+    scoring_draw: Callable[["Run", int, bool | None], list] | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved settings as plain dicts (train, prune, data, model, experiment), made
+        from ``settings``, their one source."""
+        return self.settings.as_dict()
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """The model's weight masks (parameter name -> bool, True = kept); {} if none."""
+        return getattr(self.model, WEIGHT_MASKS, None) or {}
+
+    @masks.setter
+    def masks(self, masks: dict[str, torch.Tensor]) -> None:
+        if masks:
+            setattr(self.model, WEIGHT_MASKS, masks)
+        elif hasattr(self.model, WEIGHT_MASKS):
+            delattr(self.model, WEIGHT_MASKS)
 
     @property
     def is_main(self) -> bool:
@@ -85,10 +114,9 @@ class Run:
         """The scoring batches of prune event ``index``, drawn by the engine's rule (docs:
         ``prune.samples``, ``prune.balanced``); ``needs_data`` False gives one example, None
         asks the run's measure. The same batches the event itself scores on."""
-        draw = self.state.get("_scoring_batches")
-        if draw is None:
+        if self.scoring_draw is None:
             raise RuntimeError("this Run was not built by the engine; it draws no scoring batches.")
-        return draw(self, index, needs_data)
+        return self.scoring_draw(self, index, needs_data)
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
         """Publish scalars (tag -> value) at global optimizer step ``step`` to the loggers, through
@@ -97,6 +125,5 @@ class Run:
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one event to ``metrics.jsonl`` (rank 0 only); set by the engine."""
-        writer = self.state.get("_metrics_writer")
-        if writer is not None and self.is_main:
-            writer(record)
+        if self.metrics_writer is not None and self.is_main:
+            self.metrics_writer(record)

@@ -7,6 +7,7 @@ import torch
 
 import fp
 from fp.engine import run_experiment
+from fp.pruning import sparsity
 from fp.errors import ConfigError, FpError, PluginError
 
 QUICK = ["train.epochs = 2", "prune.rounds = 1", "prune.target = 0.5", "prune.samples = 64",
@@ -138,8 +139,35 @@ def test_torch_compile_flag_trains(tmp_path):
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-2)  # same maths, fused
 
 
+class TypedState:
+    """Reads the run's typed state where plugins find it."""
+
+    __name__ = "typed_state"
+
+    def __init__(self):
+        self.seen = {}
+
+    @fp.hookimpl
+    def run_start(self, run):
+        self.seen["config"] = run.config == run.settings.as_dict()
+        self.seen["private_keys"] = sorted(k for k in run.state if k in ("_metrics_writer",
+                                                                         "_scoring_batches"))
+        self.seen["writer"] = run.metrics_writer is not None
+
+    @fp.hookimpl
+    def after_prune(self, run, event):
+        self.seen["masks_on_model"] = run.masks is run.model.fp_masks
+        self.seen["scoring_batches"] = len(run.scoring_batches(event.index)) > 0
+
+
 def test_weight_granularity_keeps_masked_weights_zero(tmp_path):
-    outcome = quick(tmp_path, "prune.granularity = 'weight'", "prune.measure = 'magnitude'")
+    typed = TypedState()
+    outcome = quick(tmp_path, "prune.granularity = 'weight'", "prune.measure = 'magnitude'",
+                    manager=fp.make_manager(autoload=False, plugins=(typed,)))
+    assert typed.seen == {"config": True, "private_keys": [], "writer": True,
+                          "masks_on_model": True, "scoring_batches": True}
+    assert sparsity(outcome.model, outcome.model.fp_masks) == outcome.summary["sparsity"]
+    assert fp.load(outcome.out_dir / "model.pt").fp_masks.keys() == outcome.model.fp_masks.keys()
     s = outcome.summary
     assert s["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert s["params"] == s["dense_params"]  # masks, not surgery

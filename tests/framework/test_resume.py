@@ -15,12 +15,18 @@ import fp
 REPO = Path(__file__).parents[2]
 BINDS = ["train.epochs = 3", "prune.rounds = 2", "prune.target = 0.5", "prune.samples = 64",
          "digits.size = 8", "train.batch_size = 64", "flow.enabled = False"]
+#: iterative magnitude pruning: weight masks, and a rewind point (the initialisation) that the
+#: checkpoint must carry for the rewinds after a resume
+IMP = ["prune.granularity = 'weight'", "prune.measure = 'magnitude'", "prune.schedule = 'imp'",
+       "train.epochs = 1", "prune.rounds = 2"]
 COMPARED = ["test_acc", "best_test_acc", "test_loss", "train_loss", "train_acc", "params",
             "flops", "filters_kept", "epochs", "steps", "prune_events"]
 
 
 def start(out: Path, *extra: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "fp.cli", "run", "gin/quickstart.gin", "--out", str(out)]
+    # fp.cli is a package without __main__: the console script's entry point, called directly
+    args = [sys.executable, "-c", "from fp.cli import main; main()", "run", "gin/quickstart.gin",
+            "--out", str(out)]
     for binding in BINDS + list(extra):
         args += ["--bind", binding]
     env = dict(os.environ, FP_DISABLE_PLUGIN_AUTOLOAD="1")
@@ -28,8 +34,8 @@ def start(out: Path, *extra: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def finish(out: Path) -> str:
-    proc = start(out)
+def finish(out: Path, *extra: str) -> str:
+    proc = start(out, *extra)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
     return output
@@ -80,6 +86,22 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(reference, tmp
     output = finish(out)
     assert "resumed from the checkpoint" in output
     assert_same_run(reference, out)
+
+
+@pytest.mark.slow
+def test_an_imp_run_killed_mid_run_resumes_with_its_rewind_point(tmp_path):
+    reference = tmp_path / "reference"
+    finish(reference, *IMP)
+    out = tmp_path / "killed"
+    proc = start(out, *IMP)
+    wait_for_epochs(out, proc, 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    output = finish(out, *IMP)
+    assert "resumed from the checkpoint" in output
+    assert_same_run(reference, out)
+    assert json.loads((out / "summary.json").read_text())["sparsity"] > 0
 
 
 @pytest.mark.slow

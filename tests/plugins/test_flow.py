@@ -41,7 +41,8 @@ def fake_run(manager, model, out_dir, measure="snip"):
     run = SimpleNamespace(
         out_dir=out_dir, model=model, manager=manager, measure=manager.registries["measures"].build(measure),
         device=torch.device("cpu"), is_main=True, resumed=False, step=0, epoch=0, masks={},
-        state={}, config={"train": {"temperature": TRAIN_T}}, records=records,
+        state={}, settings=SimpleNamespace(train=SimpleNamespace(temperature=TRAIN_T)),
+        records=records,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1), log=records.append)
     run.log_scalars = lambda scalars, step: manager.call("log_scalars", run=run, scalars=scalars,
                                                          step=step)

@@ -1,15 +1,20 @@
-"""The engine behind ``fp run``, in one folder:
+"""The engine behind ``fp run``, in one folder, one module per concept:
 
 - ``experiment``: the entry (``run_experiment``): parse, refuse or find a finished run, lock, build;
-- ``build``: settings -> a live experiment (``Setup``);
-- ``setup``: the built experiment and the checkpoint format (what is saved, how it is restored);
+- ``build``: settings -> a live experiment (``Setup``: the model, data, plan, the ``Run`` plugins
+  see, and the bookkeeping its checkpoint carries), fresh or from its last checkpoint;
 - ``trainer``: epochs, prune events at their steps, checkpoints, hooks, stopping on signals;
-- ``loop``: one training epoch and one evaluation pass;
-- ``prune_event``: score, the ``score`` hook, surgery or masks, the optimizer rebuilt;
+- ``loop``: one training epoch (and the DDP / compiled forward it runs) and one evaluation pass;
+- ``prune_event``: a prune event inside a run: its scoring samples, the hooks, rank 0's latency
+  choice shared, the record, the optimizer rebuilt around ``fp.pruning.prune_event`` (the code
+  ``fp.prune`` runs too);
+- ``checkpoint``: the checkpoint format (what ``last.pt`` holds, its ``VERSION`` checked on
+  resume, IMP's ``Rewind`` point, the RNG state) and how a run is restored from it;
+- ``summary``: the contents of summary.json and the model-size statistics the records share;
 - ``optim``: the optimizer factory and learning-rate schedules;
 - ``rundir`` / ``runlock``: the run directory's files and its single-writer lock;
 - ``progress``: the progress lines; ``distributed`` / ``launch``: torch.distributed helpers and
-  the ``--nproc`` / torchrun launcher.
+  the ``--nproc`` / torchrun launcher; ``outcome``: what ``fp run`` hands back.
 """
 from __future__ import annotations
 

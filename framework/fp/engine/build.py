@@ -1,25 +1,93 @@
-"""Turning resolved settings into a live experiment (model, data, measure, schedule, optimizer)."""
+"""Building an experiment: resolved settings in, a live experiment (``Setup``: the model, data,
+measure, schedule's plan, optimizer, the ``Run`` plugins see, and the bookkeeping its checkpoint
+carries) out, fresh or continued from its last checkpoint."""
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from fp import config, pruning
-from fp.engine import optim, rundir
-from fp.engine.prune_event import scoring_batches
 from fp import device as devices
-from fp.engine.checkpoint import Setup, make_forward, seed_everything
-from fp.manager import Manager
-from fp.run import Run
 from fp.config.settings import Settings
 from fp.data.holdout import SCORING_KEY, hold_out
 from fp.data.subsets import apply_subsets
+from fp.engine import checkpoint, optim, rundir
+from fp.engine.checkpoint import Rewind
+from fp.engine.loop import EpochProgress, make_forward
+from fp.engine.prune_event import scoring_batches
+from fp.engine.summary import structure_stats
+from fp.errors import ConfigError
+from fp.manager import Manager
+from fp.run import Run
+from fp.schedule import PruneStep
+
+
+@dataclass
+class Setup:
+    """A built experiment: its settings, the ``Run``, the schedule's plan, and the bookkeeping the
+    checkpoint carries (``fp.engine.checkpoint``)."""
+
+    settings: Settings
+    run: Run
+    plan: list[PruneStep]
+    total_epochs: int
+    cycle_epochs: int
+    example_inputs: torch.Tensor
+    metrics_log: rundir.MetricsLog
+    rewind: Rewind = field(default_factory=Rewind)
+    event_index: int = 0
+    elapsed: float = 0.0
+    best: float = 0.0
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    progress: EpochProgress = field(default_factory=EpochProgress)  # of the epoch under way
+    _stats: dict[str, Any] = field(default_factory=dict)
+    forward: Callable = None  # type: ignore[assignment]  # what a step calls (make_forward)
+
+    def __post_init__(self) -> None:
+        check_keep_epochs(self.settings.experiment.keep_epochs, self.total_epochs)
+
+    def stats(self, run: Run) -> dict[str, Any]:
+        """The model's size (``summary.structure_stats``), counted once per model."""
+        if not self._stats:
+            self._stats = structure_stats(run.model, self.example_inputs, run.dense)
+        return dict(self._stats)
+
+    def write_operative_config(self, run: Run) -> None:
+        if run.is_main:
+            run.operative_config = config.operative_text()
+            rundir.write_text(run.out_dir / "operative_config.gin", run.operative_config)
+
+    def after_surgery(self, run: Run) -> None:
+        """The model changed: count it again, wrap it again."""
+        self._stats = {}
+        self.forward = make_forward(run)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_keep_epochs(keep: tuple[int, ...], total_epochs: int) -> None:
+    """``experiment.keep_epochs`` names epochs the run completes: whole numbers 1..total_epochs."""
+    if not all(isinstance(e, int) and not isinstance(e, bool) and 1 <= e <= total_epochs
+               for e in keep):
+        raise ConfigError(f"experiment.keep_epochs = {tuple(keep)!r} must name epochs the run "
+                          f"completes, whole numbers from 1 to {total_epochs}.")
 
 
 def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int = 0,
                 world_size: int = 1) -> Setup:
     st = settings
+    # first: a checkpoint this flowprune cannot continue is refused before anything is written
+    ckpt = checkpoint.load(out_dir)
     seed_everything(st.experiment.seed)
     device = devices.resolve(st.experiment.device, what="experiment.device =")
     if device.type == "cuda":
@@ -47,29 +115,27 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
                                  world_size=world_size)
     plan = (schedule.plan(st.prune.target, st.prune.rounds, st.train.epochs, len(train_loader))
             if st.prune.target > 0 else [])
+    metrics_log = rundir.MetricsLog(out_dir / "metrics.jsonl")
     run = Run(out_dir=out_dir, manager=manager, model=model, dataset=dataset,
               train_loader=train_loader, test_loader=test_loader,
               optimizer=optim.make_optimizer(model, st.train), measure=measure, device=device,
-              config=st.as_dict(), settings=st, rank=rank, world_size=world_size, dense=dense,
-              eval_set=held.batches)
-    metrics_log = rundir.MetricsLog(out_dir / "metrics.jsonl")
+              settings=st, rank=rank, world_size=world_size, dense=dense, eval_set=held.batches,
+              metrics_writer=metrics_log if rank == 0 else None, scoring_draw=scoring_batches)
+    rewind_epoch = getattr(schedule, "rewind_epoch", 0) if any(p.rewind for p in plan) else None
     setup = Setup(settings=st, run=run, plan=plan,
                   total_epochs=schedule.total_epochs(st.train.epochs, st.prune.rounds),
                   cycle_epochs=st.train.epochs, example_inputs=example_inputs,
-                  metrics_log=metrics_log,
-                  rewind_epoch=getattr(schedule, "rewind_epoch", 0) if any(p.rewind for p in plan) else None)
+                  metrics_log=metrics_log, rewind=Rewind(epoch=rewind_epoch))
     if run.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         setup.write_operative_config(run)
         rundir.write_text(out_dir / "config.gin", config.config_text())
-        run.state["_metrics_writer"] = metrics_log
-    run.state["_scoring_batches"] = scoring_batches
     if held.scoring is not None:  # prune events score on the training split without V
         run.state[SCORING_KEY] = held.scoring
-    ckpt = rundir.load_checkpoint(out_dir)
     if ckpt is not None:
-        setup.restore(run, ckpt)
+        checkpoint.restore(setup, run, ckpt)
     else:
-        setup.save(run)
+        setup.rewind.take(run.model, run.epoch)  # imp.rewind_epoch = 0: the initialisation
+        checkpoint.save(setup, run)
     setup.forward = make_forward(run)
     return setup

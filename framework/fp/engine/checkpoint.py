@@ -1,150 +1,139 @@
-"""Building an experiment, fresh or from its last checkpoint, and saving everything needed to
-continue it exactly: weights and pruned shapes, optimizer, RNG, schedule position, plugin state,
-and the clock."""
+"""The checkpoint format: what ``checkpoints/last.pt`` holds so that a run continues exactly (bit
+for bit) where it stopped, and how it is restored.
+
+A checkpoint is one dict of plain data (read back with ``weights_only=True``):
+
+- ``version``: ``VERSION``, checked before anything is restored: a checkpoint of another version
+  is refused in one sentence naming both versions, and left as it is;
+- ``model``: the model as ``fp.pruning.model_state`` saves it: architecture, pruned shapes,
+  weights, and its masks (weight masks, residual filter masks);
+- ``optimizer``: the optimizer's state dict;
+- ``epoch``, ``step``, ``event_index``: epochs, optimizer steps and prune events done;
+- ``progress``: how far the epoch under way got (batches, samples, loss and correct sums), so a
+  resumed epoch skips what was done and ends with the same metrics;
+- ``elapsed``, ``best``, ``last_metrics``: the clock, the best test accuracy, the last epoch's
+  metrics;
+- ``plugins``: ``run.state`` but the keys that start with "_" (plugin state, the latency batch);
+- ``rewind``: a rewinding schedule's (IMP's) rewind point, ``Rewind``;
+- ``rng``: the Python, NumPy, torch (and CUDA) generators;
+- ``metrics_bytes``: the length of metrics.jsonl, which a resume truncates back to.
+
+The files themselves (``last.pt`` written atomically, the ``epoch-N.pt`` copies that
+``experiment.keep_epochs`` keeps) are ``fp.engine.rundir``'s.
+"""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from fp import config, pruning
-from fp.config.settings import Settings
+from fp import pruning
 from fp.engine import optim, rundir
-from fp.engine.latency_event import summary_fields
 from fp.engine.loop import EpochProgress
-from fp.errors import ConfigError, FpError
+from fp.errors import CheckpointError
 from fp.run import Run
-from fp.schedule import PruneStep
 
-VERSION = 1
+if TYPE_CHECKING:  # pragma: no cover
+    from fp.engine.build import Setup
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+#: the format this flowprune writes and reads; bump it whenever the dict above changes
+VERSION = 2
 
 
 @dataclass
-class Setup:
-    """A built experiment plus the bookkeeping the checkpoint carries."""
+class Rewind:
+    """A rewinding schedule's rewind point (``imp.rewind_epoch``): the weights after ``epoch``
+    epochs of the first cycle, which a rewinding prune step puts back into the surviving weights,
+    and the epoch the current learning-rate cycle started at (a rewind restarts the schedule)."""
 
-    settings: Settings
-    run: Run
-    plan: list[PruneStep]
-    total_epochs: int
-    cycle_epochs: int
-    example_inputs: torch.Tensor
-    metrics_log: rundir.MetricsLog
-    rewind_epoch: int | None = None
-    event_index: int = 0
-    elapsed: float = 0.0
-    best: float = 0.0
-    last_metrics: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    progress: EpochProgress = field(default_factory=EpochProgress)  # of the epoch under way
-    _stats: dict[str, Any] = field(default_factory=dict)
-    forward: Callable[[], Callable] = None  # type: ignore[assignment]
+    epoch: int | None = None                      # None: the run never rewinds
+    weights: dict[str, torch.Tensor] | None = None  # taken once ``epoch`` epochs are done
+    cycle_start: int = 0
 
-    def __post_init__(self) -> None:
-        check_keep_epochs(self.settings.experiment.keep_epochs, self.total_epochs)
+    def take(self, model: torch.nn.Module, epoch: int) -> None:
+        """Keep ``model``'s weights if the rewind point is reached and none are kept yet."""
+        if self.epoch is not None and self.weights is None and epoch >= self.epoch:
+            self.weights = {n: p.detach().clone() for n, p in model.named_parameters()}
 
-    def stats(self, run: Run) -> dict[str, Any]:
-        if not self._stats:
-            self._stats = structure_stats(run.model, self.example_inputs, run.dense)
-        return dict(self._stats)
+    def reset(self, model: torch.nn.Module) -> None:
+        """Put the kept weights back into ``model``."""
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(self.weights[name].to(p.device))
 
-    def write_operative_config(self, run: Run) -> None:
-        if run.is_main:
-            run.operative_config = config.operative_text()
-            rundir.write_text(run.out_dir / "operative_config.gin", run.operative_config)
+    def state(self) -> dict[str, Any]:
+        return {"weights": self.weights, "cycle_start": self.cycle_start}
 
-    def after_surgery(self, run: Run) -> None:
-        self._stats = {}
-        self.forward = make_forward(run)
-
-    def save(self, run: Run) -> None:
-        if self.rewind_epoch is not None and "rewind" not in run.state and run.epoch >= self.rewind_epoch:
-            run.state["rewind"] = {n: p.detach().clone() for n, p in run.model.named_parameters()}
-        if run.is_main:
-            rundir.save_checkpoint(run.out_dir, self.state(run))
-            at_epoch_end = self.progress.batches == 0  # not a prune event's or a stop's mid-epoch save
-            if at_epoch_end and run.epoch in self.settings.experiment.keep_epochs:
-                rundir.keep_checkpoint(run.out_dir, run.epoch)
-
-    def state(self, run: Run) -> dict[str, Any]:
-        return {
-            "version": VERSION,
-            "model": pruning.model_state(run.model),
-            "optimizer": run.optimizer.state_dict(),
-            "masks": run.masks,
-            "epoch": run.epoch, "step": run.step, "event_index": self.event_index,
-            "progress": self.progress.state(),
-            "elapsed": self.elapsed, "best": self.best, "last_metrics": self.last_metrics,
-            "plugins": {k: v for k, v in run.state.items() if not k.startswith("_")},
-            "rng": rng_state(), "metrics_bytes": self.metrics_log.size(),
-        }
-
-    def restore(self, run: Run, ckpt: dict[str, Any]) -> None:
-        run.model = pruning.model_from_state(ckpt["model"]).to(run.device)
-        run.optimizer = optim.make_optimizer(run.model, self.settings.train)
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-        run.masks = {k: v.to(run.device) for k, v in ckpt["masks"].items()}
-        run.epoch, run.step = ckpt["epoch"], ckpt["step"]
-        self.progress = EpochProgress(**ckpt["progress"])
-        self.event_index, self.elapsed, self.best = ckpt["event_index"], ckpt["elapsed"], ckpt["best"]
-        self.last_metrics = ckpt["last_metrics"]
-        run.state.update(ckpt["plugins"])
-        set_rng_state(ckpt["rng"])
-        self.metrics_log.truncate(ckpt["metrics_bytes"])
-        run.resumed = True
-        where = f"epoch {run.epoch}" + (f", batch {self.progress.batches} of epoch {run.epoch + 1}"
-                                        if self.progress.batches else "")
-        self.notes.append(f"resumed from the checkpoint after {where} (step {run.step})")
-
-    def finish(self, run: Run, elapsed: float) -> dict[str, Any]:
-        summary = make_summary(self, run, elapsed)
-        if run.is_main:
-            pruning.save(run.model, run.out_dir / "model.pt", masks=run.masks or None)
-            rundir.write_json(run.out_dir / "summary.json", summary)
-        return summary
-
-    def diverged(self, run: Run) -> FpError:
-        return FpError(f"the training loss became NaN or infinite in epoch {run.epoch + 1}; the last "
-                       f"good checkpoint is kept in {run.out_dir / rundir.CHECKPOINTS} (lower "
-                       f"train.lr or check the data).")
+    def load(self, state: dict[str, Any]) -> None:
+        self.weights, self.cycle_start = state["weights"], state["cycle_start"]
 
 
-def check_keep_epochs(keep: tuple[int, ...], total_epochs: int) -> None:
-    """``experiment.keep_epochs`` names epochs the run completes: whole numbers 1..total_epochs."""
-    if not all(isinstance(e, int) and not isinstance(e, bool) and 1 <= e <= total_epochs
-               for e in keep):
-        raise ConfigError(f"experiment.keep_epochs = {tuple(keep)!r} must name epochs the run "
-                          f"completes, whole numbers from 1 to {total_epochs}.")
+def save(s: "Setup", run: Run) -> None:
+    """Write ``last.pt`` (rank 0), and keep a copy at the end of an epoch that
+    ``experiment.keep_epochs`` names."""
+    if run.is_main:
+        rundir.save_checkpoint(run.out_dir, state(s, run))
+        at_epoch_end = s.progress.batches == 0  # not a prune event's or a stop's mid-epoch save
+        if at_epoch_end and run.epoch in s.settings.experiment.keep_epochs:
+            rundir.keep_checkpoint(run.out_dir, run.epoch)
 
 
-def structure_stats(model: torch.nn.Module, example_inputs: torch.Tensor, dense: dict) -> dict[str, Any]:
-    params = pruning.count_params(model)
-    flops = pruning.count_flops(model, example_inputs)
-    filters = pruning.prunable_filters(model)
-    return {"params": params, "flops": flops, "filters_kept": filters,
-            "params_frac": params / dense["params"], "flops_frac": flops / max(dense["flops"], 1),
-            "filters_kept_frac": filters / dense["filters"]}
+def state(s: "Setup", run: Run) -> dict[str, Any]:
+    """The checkpoint of the run ``s`` built, as it stands (the module docstring lists it)."""
+    progress = s.progress
+    return {
+        "version": VERSION,
+        "model": pruning.model_state(run.model),
+        "optimizer": run.optimizer.state_dict(),
+        "epoch": run.epoch, "step": run.step, "event_index": s.event_index,
+        "progress": {"batches": progress.batches, "seen": progress.seen,
+                     "loss_sum": float(progress.loss_sum), "correct": int(progress.correct)},
+        "elapsed": s.elapsed, "best": s.best, "last_metrics": s.last_metrics,
+        "plugins": {k: v for k, v in run.state.items() if not k.startswith("_")},
+        "rewind": s.rewind.state(),
+        "rng": rng_state(), "metrics_bytes": s.metrics_log.size(),
+    }
 
 
-def make_forward(run: Run) -> Callable:
-    """The callable a training step uses: the model itself, compiled or DDP-wrapped as asked."""
-    model = run.model
-    if run.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
+def load(out_dir: Path) -> dict[str, Any] | None:
+    """The run's last checkpoint, its version checked; None when it has none."""
+    ckpt = rundir.load_checkpoint(out_dir)
+    if ckpt is not None:
+        check_version(ckpt, out_dir / rundir.CHECKPOINTS / rundir.LAST)
+    return ckpt
 
-        model = DistributedDataParallel(model)
-    if run.settings.experiment.compile:
-        model = torch.compile(model)
-    return model
+
+def check_version(ckpt: Any, path: Path) -> None:
+    """Refuse a checkpoint this flowprune does not read, in one sentence, touching nothing."""
+    found = ckpt.get("version") if isinstance(ckpt, dict) else None
+    if found != VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {found}, and this "
+                              f"flowprune reads version {VERSION}; resume it with the flowprune "
+                              f"that wrote it, or move it away to restart the run from scratch.")
+
+
+def restore(s: "Setup", run: Run, ckpt: dict[str, Any]) -> None:
+    """Continue the run ``s`` built from ``ckpt`` (its version checked by ``load``)."""
+    run.model = pruning.model_from_state(ckpt["model"]).to(run.device)
+    run.masks = {k: v.to(run.device) for k, v in run.masks.items()}  # they came on the CPU
+    run.optimizer = optim.make_optimizer(run.model, s.settings.train)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.epoch, run.step = ckpt["epoch"], ckpt["step"]
+    s.progress = EpochProgress(**ckpt["progress"])
+    s.event_index, s.elapsed, s.best = ckpt["event_index"], ckpt["elapsed"], ckpt["best"]
+    s.last_metrics = ckpt["last_metrics"]
+    run.state.update(ckpt["plugins"])
+    s.rewind.load(ckpt["rewind"])
+    set_rng_state(ckpt["rng"])
+    s.metrics_log.truncate(ckpt["metrics_bytes"])
+    run.resumed = True
+    where = f"epoch {run.epoch}" + (f", batch {s.progress.batches} of epoch {run.epoch + 1}"
+                                    if s.progress.batches else "")
+    s.notes.append(f"resumed from the checkpoint after {where} (step {run.step})")
 
 
 def rng_state() -> dict[str, Any]:
@@ -165,24 +154,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def make_summary(s: Setup, run: Run, elapsed: float) -> dict[str, Any]:
-    st = s.settings
-    stats = s.stats(run)
-    last = s.last_metrics
-    return {
-        "test_acc": last.get("test_acc"), "best_test_acc": s.best, "test_loss": last.get("test_loss"),
-        "train_acc": last.get("train_acc"), "train_loss": last.get("train_loss"),
-        "params": stats["params"], "dense_params": run.dense["params"],
-        "flops": stats["flops"], "dense_flops": run.dense["flops"],
-        "filters_kept": stats["filters_kept"], "dense_filters": run.dense["filters"],
-        "sparsity": pruning.sparsity(run.model, run.masks) if run.masks else 0.0,
-        "epochs": run.epoch, "steps": run.step, "wall_time_s": round(elapsed, 3),
-        "measure": st.prune.measure, "architecture": st.model.architecture,
-        "dataset": st.data.dataset, "target": st.prune.target, "target_type": st.prune.target_type,
-        "granularity": st.prune.granularity, "schedule": st.prune.schedule, "rounds": st.prune.rounds,
-        "prune_events": s.event_index, "seed": st.experiment.seed, "world_size": run.world_size,
-        "device": str(run.device), "name": st.experiment.name, **summary_fields(run),
-    }
-

@@ -1,4 +1,5 @@
-"""One epoch of training and one evaluation pass. Hooks and prune events are the only ways in."""
+"""The training loop: one epoch of training (and the forward it runs the model through: DDP,
+torch.compile) and one evaluation pass. Hooks and prune events are the only ways in."""
 from __future__ import annotations
 
 import contextlib
@@ -34,9 +35,18 @@ class EpochProgress:
     loss_sum: torch.Tensor | float = 0.0  # a device tensor while training (no per-step sync)
     correct: torch.Tensor | int = 0
 
-    def state(self) -> dict[str, float | int]:
-        return {"batches": self.batches, "seen": self.seen,
-                "loss_sum": float(self.loss_sum), "correct": int(self.correct)}
+
+def make_forward(run: Run) -> Callable:
+    """The callable a training step runs the model through: the model itself, DDP-wrapped on
+    more than one rank, compiled with ``experiment.compile``. Made again after every surgery."""
+    model = run.model
+    if run.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model)
+    if run.settings.experiment.compile:
+        model = torch.compile(model)
+    return model
 
 
 def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None],

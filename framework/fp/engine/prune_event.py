@@ -1,18 +1,45 @@
-"""A prune event inside a run: score, let plugins see or replace the scores, prune, rebuild."""
+"""A prune event inside a run. The scoring and the pruning are ``fp.pruning.prune_event``, the
+code ``fp.prune`` runs; this module adds what belongs to a run:
+
+- the scoring samples, drawn reproducibly per event (``draw_scoring``), and the seeded
+  ``ScoreContext`` they are scored in (``scoring_context``);
+- the hooks: ``before_prune``, ``score`` (plugins may replace the scores), ``after_prune``;
+- a latency target (``prune.target_type = "latency"``): rank 0 times pruned copies on the run's
+  device at ``prune.latency_batch``, by default the dense model's saturating batch (found once, at
+  the first event, and kept in the checkpoint), in the run's numerics (bf16 autocast with
+  ``experiment.amp``, channels_last with ``experiment.channels_last``), and the other ranks apply
+  rank 0's choice untimed; each probe becomes a ``latency_probe`` record in metrics.jsonl and
+  TensorBoard scalars, the event's dense and final latencies go into its prune record and the
+  run's summary;
+- the optimizer rebuilt for the pruned model (momentum of surviving filters kept with
+  ``prune.preserve_momentum``), or, at weight granularity, the masked weights' optimizer state
+  zeroed and a rewinding schedule's weights reset (``fp.engine.checkpoint.Rewind``);
+- the event's record for metrics.jsonl (``prune_record``).
+"""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
+import torch.distributed as dist
 
 from fp import pruning
+from fp import timing
 from fp.data import scoring_dataset, seeded_generator
-from fp.errors import ConfigError
+from fp.errors import ConfigError, PruningError
 from fp.engine import optim
 from fp.engine.distributed import broadcast_buffers
-from fp.engine.latency_event import prune_latency
+from fp.nn import FILTER
+from fp.pruning import PruneOptions, PruneRecord
 from fp.run import PruneEvent, Run
 from fp.schedule import PruneStep
-from fp.scoring import ScoreContext, sampling, score
-from fp.nn import FILTER
+from fp.scoring import ScoreContext, sampling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fp.engine.checkpoint import Rewind
+
+#: run.state key of the latency batch and the last event's latencies (plain data: checkpointed)
+LATENCY_STATE = "latency"
 
 
 def scoring_batches(run: Run, index: int,
@@ -123,69 +150,184 @@ def scoring_context(run: Run, batches, index: int) -> ScoreContext:
     return ctx
 
 
+def prune_options(run: Run) -> PruneOptions:
+    """The run's ``prune.*`` settings as the options of ``fp.pruning.prune_event``."""
+    prune = run.settings.prune
+    return PruneOptions(granularity=prune.granularity, target_type=prune.target_type,
+                        max_fraction=prune.max_fraction, protected=tuple(prune.protected),
+                        round_to=prune.round_to, residual=prune.residual,
+                        temperature=prune.temperature, latency_probes=prune.latency_probes)
+
+
 def filter_options(run: Run) -> dict:
-    """``fp.pruning.prune_filters``'s options as the run's ``prune.*`` settings give them."""
-    prune = run.settings.prune
-    return {"target_type": prune.target_type, "max_fraction": prune.max_fraction,
-            "protected": tuple(prune.protected), "round_to": prune.round_to,
-            "residual": prune.residual}
+    """``fp.pruning.prune_filters``'s options as the run's ``prune.*`` settings give them (for
+    callers that run the surgery alone, ``fp bench``)."""
+    options = prune_options(run)
+    return {"target_type": options.target_type, "max_fraction": options.max_fraction,
+            "protected": options.protected, "round_to": options.round_to,
+            "residual": options.residual}
 
 
-def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor) -> PruneEvent:
-    prune = run.settings.prune
+def prune_now(run: Run, planned: PruneStep, index: int, example_inputs: torch.Tensor,
+              rewind: "Rewind | None" = None) -> PruneEvent:
+    """Prune event ``index`` of ``run`` as ``planned``: draw, score and prune through
+    ``fp.pruning.prune_event`` with the hooks around it, then rebuild what the run holds.
+    ``rewind`` (``fp.engine.checkpoint.Rewind``) resets the weights of a rewinding step."""
+    options = prune_options(run)
     broadcast_buffers(run.model, run.world_size)
     event = PruneEvent(index=index, step=run.step, epoch=run.epoch, target=planned.target,
-                       granularity=prune.granularity)
+                       granularity=options.granularity)
     batches, drawn = draw_scoring(run, index)
     event.ctx = scoring_context(run, batches, index)
     event.ctx.info.update(drawn)
     run.manager.call("before_prune", run=run, event=event)
-    scores = score(None, run.measure, None, granularity=event.granularity,
-                   temperature=event.ctx.temperature, ctx=event.ctx)
-    replaced = run.manager.call("score", run=run, event=event, scores=scores)
-    event.scores = replaced if replaced is not None else scores
-    if event.granularity == FILTER:
-        _prune_filters(run, event, example_inputs)
+
+    def rescore(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        replaced = run.manager.call("score", run=run, event=event, scores=scores)
+        event.scores = replaced if replaced is not None else scores
+        return event.scores
+
+    carry = momentum(run) if options.granularity == FILTER else None
+    if options.target_type == "latency":
+        record = _prune_to_latency(run, event, options, example_inputs, carry, rescore)
     else:
-        _mask_weights(run, event, rewind=planned.rewind)
+        record = pruning.prune_event(run.model, run.measure, event.ctx, event.target, options,
+                                     example_inputs=example_inputs, dense=run.dense,
+                                     carry=carry, rescore=rescore)[1]
+    if options.granularity == FILTER:
+        _after_surgery(run, event, record)
+    else:
+        _after_masking(run, event, record, rewind if planned.rewind else None)
     run.manager.call("after_prune", run=run, event=event)
     return event
 
 
-def _prune_filters(run: Run, event: PruneEvent, example_inputs: torch.Tensor) -> None:
-    prune = run.settings.prune
-    params = dict(run.model.named_parameters())
-    carry = None
-    if prune.preserve_momentum:
-        carry = {n: run.optimizer.state[p]["momentum_buffer"] for n, p in params.items()
-                 if "momentum_buffer" in run.optimizer.state.get(p, {})}
-    if prune.target_type == "latency":
-        result = prune_latency(run, event, example_inputs, carry)
-    else:
-        result = pruning.prune_filters(run.model, event.scores, event.target,
-                                       example_inputs=example_inputs, dense=run.dense,
-                                       carry=carry, **filter_options(run))
-    # masked filters (prune.residual = "masked") are pruned filters of their layer too
-    event.removed = {**result.removed, **result.masked}
+def momentum(run: Run) -> dict[str, torch.Tensor] | None:
+    """The SGD momentum of every parameter that has one, to be pruned with it
+    (``prune.preserve_momentum``); None when the setting is off."""
+    if not run.settings.prune.preserve_momentum:
+        return None
+    return {n: run.optimizer.state[p]["momentum_buffer"] for n, p in run.model.named_parameters()
+            if "momentum_buffer" in run.optimizer.state.get(p, {})}
+
+
+def _after_surgery(run: Run, event: PruneEvent, record: PruneRecord) -> None:
+    """What a filter event leaves a run: the event filled in, a fresh optimizer for the new
+    parameters (with the surviving momentum when carried)."""
+    result = record.result
+    event.removed = record.pruned
     if result.masked:
         event.info["masked"] = {name: rows.tolist() for name, rows in result.masked.items()}
     event.widths_before, event.widths_after = result.widths_before, result.widths_after
     new_params = dict(run.model.named_parameters())
-    momentum = {id(new_params[n]): t for n, t in (result.carried or {}).items() if n in new_params}
-    run.optimizer = optim.rebuild_optimizer(run.model, run.settings.train, run.optimizer,
-                                            momentum)
+    carried = {id(new_params[n]): t for n, t in (result.carried or {}).items() if n in new_params}
+    run.optimizer = optim.rebuild_optimizer(run.model, run.settings.train, run.optimizer, carried)
 
 
-def _mask_weights(run: Run, event: PruneEvent, rewind: bool) -> None:
-    prune = run.settings.prune
-    run.masks = pruning.weight_masks(event.scores, event.target, protected=tuple(prune.protected),
-                                     current=run.masks or None, max_fraction=prune.max_fraction)
-    if rewind and "rewind" in run.state:
-        with torch.no_grad():
-            for name, p in run.model.named_parameters():
-                p.copy_(run.state["rewind"][name].to(p.device))
+def _after_masking(run: Run, event: PruneEvent, record: PruneRecord,
+                   rewind: "Rewind | None") -> None:
+    """What a weight event leaves a run: the weights of a rewinding step reset (with a fresh
+    optimizer and the learning-rate schedule restarted), the masked weights' optimizer state
+    zeroed."""
+    if rewind is not None and rewind.weights is not None:
+        rewind.reset(run.model)
         run.optimizer = optim.make_optimizer(run.model, run.settings.train)
         # the LR schedule restarts with the first epoch after this event (events fall at epoch ends)
-        run.state["cycle_start"] = -(-run.step // len(run.train_loader))
+        rewind.cycle_start = -(-run.step // len(run.train_loader))
     pruning.apply_masks(run.model, run.masks, run.optimizer)
-    event.sparsity = pruning.sparsity(run.model, run.masks)
+    event.sparsity = record.sparsity
+
+
+def prune_record(event: PruneEvent, run: Run, stats: dict[str, Any]) -> dict[str, Any]:
+    """The event's ``"prune"`` record for metrics.jsonl: ``stats`` (the model's size after it),
+    the event, how its samples were drawn and its Hg computed, a latency event's latencies and,
+    with ``prune.residual = "masked"``, the masked filters per layer."""
+    record = dict(stats)
+    record.update(event="prune", index=event.index, step=run.step, epoch=run.epoch,
+                  target=event.target, sparsity=event.sparsity,
+                  widths=event.widths_after or None, widths_before=event.widths_before or None)
+    record.update(hvp_record(event), **event.info.get("latency", {}))
+    if pruning.filter_masks(run.model):
+        record["masked_filters"] = pruning.masked_filter_counts(run.model)
+    return record
+
+
+# --- a latency target ---------------------------------------------------------------------------
+
+def timing_options(run: Run) -> dict[str, Any]:
+    """The run's numerics, for timing its model: bf16 with ``experiment.amp``, channels_last."""
+    experiment = run.settings.experiment
+    return {"dtype": "bfloat16" if experiment.amp else "float32",
+            "channels_last": experiment.channels_last}
+
+
+def latency_batch(run: Run, example: torch.Tensor) -> int:
+    """``prune.latency_batch``, or the dense model's saturating batch on the run's device (found
+    once and kept in ``run.state``, so in the checkpoint)."""
+    state = run.state.setdefault(LATENCY_STATE, {})
+    if "latency_batch" not in state:
+        batch = run.settings.prune.latency_batch
+        if batch is None:
+            batch, curve = timing.saturating_batch(run.model, example, device=run.device,
+                                                   **timing_options(run))
+            state["saturation"] = [list(point) for point in curve]
+        state["latency_batch"] = int(batch)
+    return state["latency_batch"]
+
+
+def _prune_to_latency(run: Run, event: PruneEvent, options: PruneOptions,
+                      example_inputs: torch.Tensor, carry: dict[str, torch.Tensor] | None,
+                      rescore) -> PruneRecord:
+    """Rank 0 times and chooses, then shares its choice (or its error) with the other ranks,
+    which score alike and apply it untimed; rank 0 records the probes."""
+    common = dict(example_inputs=example_inputs, dense=run.dense, carry=carry, rescore=rescore)
+    if not run.is_main:
+        def rank_zeros_choice() -> int:
+            candidate, failure = _share(run, None, None)
+            if failure is not None:
+                raise PruningError(failure)
+            return candidate
+
+        return pruning.prune_event(run.model, run.measure, event.ctx, event.target, options,
+                                   candidate=rank_zeros_choice, **common)[1]
+    example = example_inputs[:1]
+    latency_fn = pruning.measured_latency(example, latency_batch(run, example), device=run.device,
+                                          **timing_options(run))
+    try:
+        record = pruning.prune_event(run.model, run.measure, event.ctx, event.target, options,
+                                     latency_fn=latency_fn, **common)[1]
+    except PruningError as exc:
+        _share(run, None, str(exc))
+        raise
+    _share(run, record.latency.candidate, None)
+    record_probes(run, event, record.latency)
+    return record
+
+
+def _share(run: Run, candidate: int | None, failure: str | None) -> tuple[int | None, str | None]:
+    """Rank 0's choice (the candidate count, or its error) on every rank."""
+    shared = [candidate, failure]
+    if run.world_size > 1:
+        dist.broadcast_object_list(shared, src=0)
+    return shared[0], shared[1]
+
+
+def record_probes(run: Run, event: PruneEvent, done: pruning.LatencyPrune) -> None:
+    """metrics.jsonl and TensorBoard get every probe; the prune record and the summary the
+    event's dense and final latencies."""
+    state = run.state[LATENCY_STATE]
+    batch = state["latency_batch"]
+    for probe in done.records():
+        run.log({"event": "latency_probe", "index": event.index, "step": run.step,
+                 "epoch": run.epoch, "target": event.target, "latency_batch": batch, **probe})
+        run.log_scalars({f"latency/event_{event.index}/ratio": probe["ratio"],
+                         f"latency/event_{event.index}/latency_ms": 1e3 * probe["latency_s"]},
+                        step=probe["probe"])
+    summary = {**done.summary(), "latency_batch": batch, "latency_target": event.target,
+               "latency_candidate": done.candidate}
+    state["probes_total"] = state.get("probes_total", 0) + summary["latency_probes"]
+    state.update({k: v for k, v in summary.items() if k != "latency_candidate"})
+    event.info["latency"] = summary
+    run.log_scalars({"latency/ratio": summary["latency_ratio"],
+                     "latency/final_ms": 1e3 * summary["final_latency_s"],
+                     "latency/dense_ms": 1e3 * summary["dense_latency_s"]}, step=run.step)

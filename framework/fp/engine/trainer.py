@@ -1,22 +1,24 @@
 """The training of one built experiment: epochs, prune events at their steps, checkpoints at
-every boundary, hooks, and a clean stop on SIGINT/SIGTERM."""
+every boundary, hooks, a clean stop on SIGINT/SIGTERM, and at the end model.pt and summary.json."""
 from __future__ import annotations
 
 import signal
 import threading
 import time
+from typing import Any
 
 import torch
 
 from fp import pruning
-from fp.engine import optim, rundir
+from fp.engine import checkpoint, optim, rundir
+from fp.engine.build import Setup
 from fp.engine.distributed import broadcast_buffers
 from fp.engine.loop import EpochProgress, evaluate_split, train_epoch
 from fp.engine.outcome import Outcome
 from fp.engine.progress import Progress
-from fp.engine.prune_event import hvp_record, prune_now
-from fp.engine.checkpoint import Setup
-from fp.errors import Interrupted
+from fp.engine.prune_event import prune_now, prune_record
+from fp.engine.summary import make_summary
+from fp.errors import FpError, Interrupted
 from fp.run import Run
 from fp.schedule import PruneStep
 
@@ -36,7 +38,7 @@ class Trainer:
         s.write_operative_config(run)  # again: plugins configure themselves in run_start
         if run.step == 0 and 0 in self.events and s.event_index == 0:
             self._prune(self.events[0])
-            s.save(run)
+            checkpoint.save(s, run)
         self.start = time.perf_counter() - s.elapsed
         with Progress(s.total_epochs, len(run.train_loader), enabled=run.is_main and not self.quiet,
                       batch_size=s.settings.train.batch_size) as bar, \
@@ -47,20 +49,20 @@ class Trainer:
                 s.elapsed = time.perf_counter() - self.start
                 self._end_epoch(metrics, bar)
                 self._stop_if_asked()
-        summary = s.finish(run, s.elapsed)
+        summary = self._finish()
         run.manager.call("run_end", run=run, summary=summary)
         return Outcome(run.out_dir, summary, resumed=run.resumed, notes=s.notes, model=run.model)
 
     def _epoch(self, bar) -> dict[str, float]:
         run, s = self.run, self.setup
-        cycle_epoch = run.epoch - run.state.get("cycle_start", 0)
+        cycle_epoch = run.epoch - s.rewind.cycle_start
         optim.set_lr(run.optimizer, optim.lr_at(s.settings.train, cycle_epoch, s.cycle_epochs))
         run.train_loader.set_epoch(run.epoch)
         # a prune event inside the epoch replaces the model, so look the forward up on every step
         metrics = train_epoch(run, lambda x: s.forward(x), on_step=lambda: self._after_step(bar),
                               progress=s.progress)
         if not all(map(_finite, metrics.values())):
-            raise s.diverged(run)
+            raise diverged(run)
         run.epoch += 1
         s.progress = EpochProgress()
         broadcast_buffers(run.model, run.world_size)
@@ -77,17 +79,17 @@ class Trainer:
         planned = self.events.get(run.step)
         if planned is not None and run.step > 0:
             if not torch.isfinite(self.setup.progress.loss_sum):  # never prune a diverged model
-                raise self.setup.diverged(run)
+                raise diverged(run)
             self._prune(planned)
             self.setup.elapsed = time.perf_counter() - self.start
-            self.setup.save(run)
+            checkpoint.save(self.setup, run)
         self._stop_if_asked()
 
     def _stop_if_asked(self) -> None:
         if self.stop.signum is None:
             return
         self.setup.elapsed = time.perf_counter() - self.start
-        self.setup.save(self.run)
+        checkpoint.save(self.setup, self.run)
         name = signal.Signals(self.stop.signum).name
         raise Interrupted(f"stopped by {name} at step {self.run.step}; the checkpoint in "
                           f"{self.run.out_dir / rundir.CHECKPOINTS} is up to date, run the same "
@@ -96,17 +98,9 @@ class Trainer:
     def _prune(self, planned: PruneStep) -> None:
         run, s = self.run, self.setup
         s.event_index += 1
-        event = prune_now(run, planned, s.event_index, s.example_inputs)
+        event = prune_now(run, planned, s.event_index, s.example_inputs, s.rewind)
         s.after_surgery(run)  # first: the record below must count the pruned model, not a cache
-        record = s.stats(run)
-        record.update(event="prune", index=event.index, step=run.step, epoch=run.epoch,
-                      target=event.target, sparsity=event.sparsity,
-                      widths=event.widths_after or None, widths_before=event.widths_before or None)
-        record.update(hvp_record(event), **event.info.get("latency", {}))
-        masked = pruning.filter_masks(run.model)
-        if masked:  # prune.residual = "masked": filters masked in all, per layer
-            record["masked_filters"] = pruning.masked_filter_counts(run.model)
-        run.log(record)
+        run.log(prune_record(event, run, s.stats(run)))
 
     def _end_epoch(self, metrics: dict[str, float], bar) -> None:
         run, s = self.run, self.setup
@@ -116,8 +110,24 @@ class Trainer:
         run.log({"event": "epoch", "epoch": run.epoch, "step": run.step, **metrics})
         run.manager.call("after_epoch", run=run, epoch=run.epoch, metrics=metrics)
         s.last_metrics = metrics
-        s.save(run)
+        s.rewind.take(run.model, run.epoch)  # once imp.rewind_epoch epochs are done
+        checkpoint.save(s, run)
         bar.end_epoch(run.epoch, metrics)
+
+    def _finish(self) -> dict[str, Any]:
+        """The finished run's model.pt and summary.json (rank 0); returns the summary."""
+        run, s = self.run, self.setup
+        summary = make_summary(s, run, s.elapsed)
+        if run.is_main:
+            pruning.save(run.model, run.out_dir / "model.pt")  # with its masks, if any
+            rundir.write_json(run.out_dir / "summary.json", summary)
+        return summary
+
+
+def diverged(run: Run) -> FpError:
+    return FpError(f"the training loss became NaN or infinite in epoch {run.epoch + 1}; the last "
+                   f"good checkpoint is kept in {run.out_dir / rundir.CHECKPOINTS} (lower "
+                   f"train.lr or check the data).")
 
 
 class StopOnSignal:

@@ -1,24 +1,19 @@
 """The user-facing calls: ``fp.prune``, ``fp.save``, ``fp.load`` (the README's "In Python")."""
 from __future__ import annotations
 
-import copy
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from fp.attention import expose_heads
-from fp.errors import ConfigError, DataError
+from fp.errors import DataError
 from fp.measure import Measure
-from fp.nn import FILTER, WEIGHT, check_granularity
+from fp.nn import FILTER
 from fp.pruning.arch import build_model
-from fp.pruning.filters import prune_filters
-from fp.pruning.latency.target import DEFAULT_PROBES, measured_latency, prune_to_latency
-from fp.pruning.masks import apply_masks, weight_masks
-from fp.pruning.residual import check_residual
-from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
+from fp.pruning.event import PruneOptions, prune_event
+from fp.pruning.latency.target import DEFAULT_PROBES, measured_latency
+from fp.pruning.select import DEFAULT_MAX_FRACTION
 from fp.pruning.serialize import load, save
-from fp.pruning.stats import dense_stats
 
 
 def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: float, *,
@@ -31,7 +26,8 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     """Score ``model`` with ``measure`` on ``batches`` and remove the fraction ``amount`` of its
     filters (or of its parameters, FLOPs or latency, with ``target_type``), or, with
     ``granularity="weight"``, mask that fraction of its weights, ranked globally across layers.
-    The options are those of a run's ``prune.*`` settings and take the same code path: no layer
+    The options are those of a run's ``prune.*`` settings and take the same code path (one
+    ``fp.pruning.prune_event`` with these ``PruneOptions``, as a run's prune events): no layer
     loses more than ``max_fraction`` of its width, ``protected`` module-name prefixes and the
     output layer are never pruned, every pruned layer keeps a multiple of ``round_to`` filters,
     and ``temperature`` None means the measure's own.
@@ -52,44 +48,23 @@ def prune(model: nn.Module, measure: str | Measure, batches: Iterable, amount: f
     Returns the model, pruned in place: physically smaller for filters, with ``model.fp_masks``
     (True = kept) for weights. ``example_inputs`` (for tracing) default to the first example of
     the first batch."""
-    check_target(amount, target_type)
-    check_fraction(max_fraction)
-    check_granularity(granularity)
-    check_residual(residual)
-    if residual == "masked" and (granularity == WEIGHT or target_type == "latency"):
-        raise ConfigError("residual='masked' needs granularity='filter' and a filters, params or "
-                          "flops target: masks neither act on single weights nor save latency.")
-    if target_type == "latency" and granularity == WEIGHT:
-        raise ConfigError("a latency target needs granularity='filter': masked weights do not "
-                          "make the model faster.")
+    options = PruneOptions(granularity=granularity, target_type=target_type,
+                           max_fraction=max_fraction, protected=tuple(protected),
+                           round_to=round_to, residual=residual, temperature=temperature,
+                           latency_probes=latency_probes)
+    options.check(amount)
     batches = list(batches)
     if example_inputs is None:
         if not batches:
             raise DataError("fp.prune needs at least one batch (or example_inputs) to trace "
                             "the model.")
         example_inputs = batches[0][0][:1]
-    from fp.scoring import score
-
-    expose_heads(model)  # nn.MultiheadAttention -> HeadAttention: same function, prunable heads
-    scores = score(model, measure, batches, granularity=granularity, temperature=temperature)
-    if granularity == WEIGHT:
-        model.fp_masks = weight_masks(scores, amount, protected=tuple(protected),
-                                      current=getattr(model, "fp_masks", None),
-                                      max_fraction=max_fraction)
-        apply_masks(model, model.fp_masks)
-        return model
-    dense = dense_stats(model, example_inputs)
-    options = {"example_inputs": example_inputs, "dense": dense, "max_fraction": max_fraction,
-               "protected": tuple(protected), "round_to": round_to}
-    if target_type != "latency":
-        prune_filters(model, scores, amount, target_type=target_type, residual=residual,
-                      **options)
-        return model
-    if latency_fn is None:
+    if target_type == "latency" and latency_fn is None:
         latency_fn = measured_latency(example_inputs[:1], latency_batch or 1)
-    done = prune_to_latency(model, scores, amount, latency_fn=latency_fn,
-                            dense_model=copy.deepcopy(model), probes=latency_probes, **options)
-    model.fp_latency = {**done.summary(), "probes": done.records()}
+    _, record = prune_event(model, measure, batches, amount, options,
+                            example_inputs=example_inputs, latency_fn=latency_fn)
+    if record.latency is not None:
+        model.fp_latency = {**record.latency.summary(), "probes": record.latency.records()}
     return model
 
 

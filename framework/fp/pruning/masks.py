@@ -3,6 +3,10 @@
 A mask is a bool tensor shaped like its weight, True = kept, False = pruned. Weights are ranked
 globally across layers like filters are; once masked a weight stays masked, and a layer never
 loses more than ``max_fraction`` of its weights (at least one is always kept).
+
+A model's weight masks live on the model, in ``model.fp_masks`` (parameter name -> mask), whether
+it was pruned by ``fp.prune`` or in a run (``run.masks`` reads and sets the same attribute), so
+they travel with it: into checkpoints and saved models (``fp.save``), through ``copy.deepcopy``.
 """
 from __future__ import annotations
 
@@ -16,9 +20,26 @@ from fp.errors import PruningError
 from fp.pruning.groups import matches
 from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
 from fp.nn import prunable_layers
+from fp.run import WEIGHT_MASKS
 
 #: how far short of the target (a fraction of the prunable weights) the cap may leave a mask
 TOLERANCE = 0.01
+#: the model attribute that holds its weight masks (``fp.run.Run.masks`` reads the same one)
+ATTRIBUTE = WEIGHT_MASKS
+
+
+def masks_of(model: nn.Module) -> dict[str, Tensor]:
+    """``model``'s weight masks (parameter name -> bool mask, True = kept); {} if none."""
+    return getattr(model, ATTRIBUTE, None) or {}
+
+
+def set_masks(model: nn.Module, masks: dict[str, Tensor]) -> None:
+    """Give ``model`` the weight ``masks`` ({} or None takes them away). Apply them with
+    ``apply_masks``."""
+    if masks:
+        setattr(model, ATTRIBUTE, masks)
+    elif hasattr(model, ATTRIBUTE):
+        delattr(model, ATTRIBUTE)
 
 
 def weight_masks(weight_scores: dict[str, Tensor], target: float, *, protected: Iterable[str] = (),

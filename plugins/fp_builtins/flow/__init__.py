@@ -68,7 +68,7 @@ def run_start(run) -> None:
         return
     registry = run.manager.registries["measures"]
     compared = {name: registry.build(name) for name in settings["compare"]}
-    run.state[SETTINGS_KEY] = {"temperature": run.config["train"]["temperature"],
+    run.state[SETTINGS_KEY] = {"temperature": run.settings.train.temperature,
                                "measures": compared}
     if not run.is_main:
         return

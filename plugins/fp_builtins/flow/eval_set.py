@@ -29,7 +29,7 @@ def log(run, at: str, event=None) -> None:
     batches = getattr(run, "eval_set", None)
     if not batches or not run.is_main:
         return
-    temperature = run.config["train"]["temperature"]
+    temperature = run.settings.train.temperature
     record = {"event": "eval_set", "at": at, "epoch": run.epoch, "step": run.step}
     if event is not None:
         record["index"] = event.index

@@ -17,7 +17,8 @@ class IterativeMagnitude(fp.Schedule):
 
     def __init__(self, rewind_epoch: Annotated[int, fp.Range(ge=0)] = 0):
         # the engine restores the surviving weights saved after this many epochs of the first
-        # cycle (0 = the initialisation, as in the original lottery-ticket experiments)
+        # cycle (0 = the initialisation, as in the original lottery-ticket experiments); the
+        # checkpoint keeps them as its rewind point (fp.engine.checkpoint.Rewind)
         self.rewind_epoch = rewind_epoch
 
     def plan(self, target: float, rounds: int, epochs: int,
