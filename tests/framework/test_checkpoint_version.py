@@ -102,3 +102,23 @@ def test_a_finished_run_is_not_damaged_by_the_refusal(finished):
     assert contents(finished) == before
     assert (finished / "summary.json").read_text() == summary
     assert fp.load(finished / "model.pt") is not None
+
+
+def test_a_version_1_checkpoint_is_read_in_the_version_2_layout():
+    """Version 1 kept the weight masks beside the model and the rewind point in the plugin state;
+    a run interrupted under it resumes from the same contents."""
+    mask = torch.tensor([True, False, True])
+    weights = {"conv.weight": torch.ones(3)}
+    v1 = {"version": 1, "model": {"arch": {"name": "x"}, "masks": {}},
+          "masks": {"conv.weight": mask}, "epoch": 3,
+          "plugins": {"rewind": weights, "cycle_start": 2, "flow": {"kept": 1}}}
+    v2 = checkpoint.upgraded(v1)
+    assert v2["version"] == checkpoint.VERSION == 2 and "masks" not in v2
+    assert torch.equal(v2["model"]["masks"]["conv.weight"], mask)
+    assert v2["rewind"] == {"weights": weights, "cycle_start": 2}
+    assert v2["plugins"] == {"flow": {"kept": 1}} and v2["epoch"] == 3
+    assert v1["plugins"]["cycle_start"] == 2  # the checkpoint read is not changed
+    without_rewind = checkpoint.upgraded({**v1, "plugins": {}, "masks": {}})
+    assert without_rewind["rewind"] == {"weights": None, "cycle_start": 0}
+    assert without_rewind["model"]["masks"] == {}
+    assert checkpoint.upgraded(v2) is v2

@@ -100,10 +100,33 @@ def state(s: "Setup", run: Run) -> dict[str, Any]:
 
 
 def load(out_dir: Path) -> dict[str, Any] | None:
-    """The run's last checkpoint, its version checked; None when it has none."""
+    """The run's last checkpoint, upgraded from an older version this flowprune knows and its
+    version checked; None when it has none."""
     ckpt = rundir.load_checkpoint(out_dir)
     if ckpt is not None:
+        ckpt = upgraded(ckpt)
         check_version(ckpt, out_dir / rundir.CHECKPOINTS / rundir.LAST)
+    return ckpt
+
+
+def upgraded(ckpt: Any) -> Any:
+    """A version-1 checkpoint in the version-2 layout, so a run interrupted under version 1
+    resumes exactly. Version 1 kept the weight masks beside the model (``masks``) and the rewind
+    point among the plugin state (``plugins["rewind"]``, ``plugins["cycle_start"]``); version 2
+    keeps the masks inside ``model`` and the rewind point as ``rewind``. The file is not
+    rewritten: the next save writes version 2."""
+    if not isinstance(ckpt, dict) or ckpt.get("version") != 1:
+        return ckpt
+    ckpt = dict(ckpt)
+    plugins = dict(ckpt.get("plugins", {}))
+    model = dict(ckpt["model"])
+    masks = ckpt.pop("masks", None) or {}
+    if masks:
+        model["masks"] = {name: mask.bool() for name, mask in masks.items()}
+    ckpt["model"] = model
+    ckpt["rewind"] = {"weights": plugins.pop("rewind", None), "cycle_start": plugins.pop("cycle_start", 0)}
+    ckpt["plugins"] = plugins
+    ckpt["version"] = 2
     return ckpt
 
 

@@ -14,7 +14,7 @@ from fp.pruning.arch import build_model
 from fp.pruning.event import PruneOptions, PruneRecord, prune_event
 from fp.pruning.filters import prune_filters
 from fp.pruning.groups import ChannelGroup, channel_groups
-from fp.pruning.latency.target import (LatencyPrune, Probe, dense_reference, measured_latency,
+from fp.pruning.latency.target import (LatencyPrune, LatencyProbe, dense_reference, measured_latency,
                                        prune_to_latency)
 from fp.pruning.filter_masks import apply_filter_masks, filter_masks, masked_filter_counts
 from fp.pruning.masks import apply_masks, masks_of, set_masks, sparsity, weight_masks
@@ -25,7 +25,7 @@ from fp.pruning.stats import (count_flops, count_params, dense_stats, filter_wid
                               kept_widths, prunable_filters)
 from fp.pruning.surgery import PruneResult, prune_channels
 
-__all__ = ["ChannelGroup", "LatencyPrune", "Probe", "PruneOptions", "PruneRecord", "PruneResult",
+__all__ = ["ChannelGroup", "LatencyPrune", "LatencyProbe", "PruneOptions", "PruneRecord", "PruneResult",
            "RESIDUAL_MODES", "TARGET_TYPES",
            "apply_filter_masks", "apply_masks", "filter_masks", "kept_widths",
            "masked_filter_counts", "masks_of", "prune_event", "set_masks",

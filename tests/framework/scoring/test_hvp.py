@@ -114,7 +114,7 @@ def test_memory_cap_and_method_are_checked(model, batches):
     with pytest.raises(ConfigError, match="hvp_memory_gb"):
         ScoreContext(model, batches, hvp_memory_gb=-1)
     with pytest.raises(ConfigError, match="prune.hvp_method"):
-        Prune(hvp_method="newton").validate()
+        check_fields("prune", Prune(hvp_method="newton"))  # a OneOf field
     with pytest.raises(ConfigError, match="prune.hvp_memory_gb"):
         check_fields("prune", Prune(hvp_memory_gb=-0.5))  # settings check fields, then validate()
 

@@ -156,5 +156,3 @@ def measured_latency(example: Tensor, batch: int = 1, device: str | torch.device
     return latency_fn
 
 
-#: the old name of ``LatencyProbe``, kept while ``fp.pruning`` still re-exports it
-Probe = LatencyProbe
