@@ -39,6 +39,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def synced_clock(device: torch.device) -> float:
+    """The clock, read once the work queued on ``device`` is done."""
+    synchronize(device)
+    return clock()
+
+
 def seconds(run: Callable[[], Any], device: torch.device) -> float:
     """Seconds one call of ``run`` takes, ``device`` synchronised before both clock reads: queued
     GPU work must finish, or the clock times its launch only."""

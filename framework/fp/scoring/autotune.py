@@ -13,7 +13,6 @@ setup does not decide), once per process for a ``model_key``; channels-last must
 """
 from __future__ import annotations
 
-import time
 from typing import Generic, Sequence, TypedDict, TypeVar
 
 import torch
@@ -24,6 +23,7 @@ from fp.nn import eval_mode
 from fp.scoring.gradients import Batch, as_on_rank_zero, batch_grads, trainable
 from fp.scoring.graph import structure
 from fp.scoring.layers.gradient_pass import first_order_layers
+from fp.timing import synced_clock
 
 LAYOUTS = ("auto", "contiguous", "channels_last")
 #: channels-last is chosen only if its pass takes less than (1 − MARGIN) of the other's
@@ -64,13 +64,6 @@ class Measured(Generic[T]):
 
 #: the layouts "auto" chose in this process (tests swap it for an empty one)
 LAYOUT_CHOICES: Measured[str] = Measured()
-
-
-def clock(device: torch.device) -> float:
-    """``time.perf_counter()`` once the device's queued work is done."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 class LayoutInfo(TypedDict, total=False):
@@ -135,17 +128,7 @@ def time_layouts(model: nn.Module, batch: Batch, temperature: float) -> dict[str
         for _ in range(2):
             for layout in best:
                 (x, y), = in_layout([batch], layout)
-                start = clock(device)
+                start = synced_clock(device)
                 batch_grads(model, x, y, temperature, params)
-                best[layout] = min(best[layout], clock(device) - start)
+                best[layout] = min(best[layout], synced_clock(device) - start)
     return best
-
-
-def __getattr__(name: str):
-    """``CHOSEN`` and ``layout_key``, which ``fp.tools.bench.outside`` still reads as
-    ``CHOSEN.get(layout_key(model, x))``: ``chosen_layout(model, x)`` replaces both."""
-    if name == "CHOSEN":
-        return LAYOUT_CHOICES.by_key
-    if name == "layout_key":
-        return model_key
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fp.scoring.autotune import Measured, clock
+from fp.scoring.autotune import Measured
+from fp.timing import synced_clock
 from fp.scoring.gradients import Batch, ScoringLoss, as_on_rank_zero, batch_grads
 from fp.scoring.hvp.methods import HVP_FUNCTIONS, SavedBytes, differentiate, graph_grads
 
@@ -81,16 +82,16 @@ def time_methods(loss: ScoringLoss, batch: Batch) -> MethodCosts:
     v). Forward-mode AD lacks formulas for some ops: then only double backward is available."""
     x, y = batch
     device = x.device
-    start = clock(device)
+    start = synced_clock(device)
     vec = list(batch_grads(loss.model, x, y, loss.temperature, loss.params))
-    plain = clock(device) - start
+    plain = synced_clock(device) - start
     vec = [torch.zeros_like(p) if v is None else v for v, p in zip(vec, loss.params)]
     saved = SavedBytes(loss.params)
-    start = clock(device)
+    start = synced_clock(device)
     grads = graph_grads(loss, batch, saved=saved)
-    graph = clock(device) - start
+    graph = synced_clock(device) - start
     differentiate([grads], vec, loss.params)
-    double = clock(device) - start - graph
+    double = synced_clock(device) - start - graph
     del grads
     jvp, error = None, ""
     try:
@@ -98,9 +99,9 @@ def time_methods(loss: ScoringLoss, batch: Batch) -> MethodCosts:
         if ("forward_over_reverse", device.type) not in WARM:
             jvp_fn(loss, batch, vec)
             WARM.add(("forward_over_reverse", device.type))
-        start = clock(device)
+        start = synced_clock(device)
         jvp_fn(loss, batch, vec)
-        jvp = clock(device) - start
+        jvp = synced_clock(device) - start
     except Exception as exc:  # noqa: BLE001 - any unsupported op means: use the other method
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return MethodCosts(plain, graph, double, jvp, error, graph_bytes=saved.bytes)

@@ -73,7 +73,7 @@ def outside_row(name: str, model: nn.Module, label: str, batches: Batches, *, re
     notes += (f"both at T={loop_t:g}" if loop_t is not None else
               f"fp.score at T={measure.temperature:g} (the default), the loop on raw logits")
     if measure.needs_data:  # the images' layout fp.score chose here (the loop's are contiguous)
-        notes += f"; fp.score {autotune.CHOSEN.get(autotune.layout_key(model, x), 'contiguous')}"
+        notes += f"; fp.score {autotune.chosen_layout(model, x) or 'contiguous'}"
     return make_row(f"outside/{name}/{label}", timing, TARGETS[name], baseline=BASELINE,
                     notes=notes)
 
