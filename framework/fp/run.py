@@ -86,6 +86,9 @@ class Run:
     metrics_writer: Callable[[dict[str, Any]], None] | None = None
     #: the engine's draw of a prune event's scoring batches: (run, index, needs_data) -> batches
     scoring_draw: Callable[["Run", int, bool | None], list] | None = None
+    #: what prune events draw scoring samples from when V is held out (the training split without
+    #: V; per process, not checkpointed); None: ``dataset``
+    scoring_dataset: Any = None
 
     @property
     def config(self) -> dict[str, Any]:

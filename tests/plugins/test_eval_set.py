@@ -16,7 +16,6 @@ from torch import nn
 import fp
 from fp import config
 from fp.data import InMemoryDataset, evaluation_indices, hold_out, scoring_dataset, without
-from fp.data.holdout import SCORING_KEY
 from fp.data.subsets import per_class_indices
 from fp.engine import run_experiment
 from fp.engine.build import build_setup
@@ -112,7 +111,7 @@ def test_scoring_draws_never_hold_an_image_of_v(tmp_path, measure):
 def test_without_v_the_scoring_draw_is_the_one_of_the_whole_split(tmp_path):
     for measure in ("snip", "grasp"):
         run = build(tmp_path, f"prune.measure = '{measure}'", name=measure)
-        assert run.eval_set == [] and SCORING_KEY not in run.state
+        assert run.eval_set == [] and run.scoring_dataset is None
         assert scoring_dataset(run) is run.dataset
         # the rule as it was: a run stand-in holding only the dataset and the settings
         bare = SimpleNamespace(dataset=run.dataset, measure=run.measure, device=run.device,

@@ -29,8 +29,6 @@ BINDING = "data.eval_samples"
 EVAL_STREAM = 0xE7A1
 #: images per batch of V: one forward and backward pass each at every measurement
 EVAL_BATCH = 512
-#: Run.state key of the dataset prune events score on (per process: not checkpointed)
-SCORING_KEY = "_scoring_dataset"
 
 
 @dataclass
@@ -82,8 +80,8 @@ def without(dataset: InMemoryDataset, index: torch.Tensor) -> InMemoryDataset:
 
 def scoring_dataset(run: Any) -> Any:
     """The dataset a run's prune events draw scoring samples from: its dataset without V. A run
-    stand-in without ``state`` (built outside the engine) scores on its dataset."""
-    scoring = getattr(run, "state", {}).get(SCORING_KEY)
+    stand-in without ``scoring_dataset`` (built outside the engine) scores on its dataset."""
+    scoring = getattr(run, "scoring_dataset", None)
     return run.dataset if scoring is None else scoring
 
 

@@ -14,7 +14,7 @@ import torch
 from fp import config, pruning
 from fp import device as devices
 from fp.config.settings import Settings
-from fp.data.holdout import SCORING_KEY, hold_out
+from fp.data.holdout import hold_out
 from fp.data.subsets import apply_subsets
 from fp.engine import checkpoint, optim, rundir
 from fp.engine.checkpoint import Rewind
@@ -131,7 +131,7 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
         setup.write_operative_config(run)
         rundir.write_text(out_dir / "config.gin", config.config_text())
     if held.scoring is not None:  # prune events score on the training split without V
-        run.state[SCORING_KEY] = held.scoring
+        run.scoring_dataset = held.scoring
     if ckpt is not None:
         checkpoint.restore(setup, run, ckpt)
     else:
