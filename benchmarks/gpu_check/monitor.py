@@ -1,7 +1,7 @@
 """What the GPU check records about the machine and watches while a part runs: the environment,
-clocks read after a CUDA synchronisation, the memory the device can still give, peak GPU memory
-(reset between parts), GPU utilisation sampled in a background thread; and the one-line form of
-a part's error."""
+clocks read after a CUDA synchronisation, peak GPU memory (reset between parts), GPU utilisation
+sampled in a background thread; and the one-line form of a part's error. The memory a device can
+still give is ``fp.device.free_memory``, the figure scoring budgets its graphs by."""
 from __future__ import annotations
 
 import os
@@ -40,24 +40,6 @@ def clock(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes ``device`` can still give: free GPU memory, else the host's available memory (0 where
-    neither /proc/meminfo nor sysconf says)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as meminfo:
-            found = next((line for line in meminfo if line.startswith("MemAvailable:")), "")
-        if found:
-            return int(found.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 def reset_peak(device: torch.device) -> None:

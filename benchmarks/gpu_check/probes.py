@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 import fp
+from fp.device import free_memory
 from fp.hookspecs import hookimpl
 from fp.nn import FILTER
 
-from .monitor import MB, clock, error_text, free_memory
+from .monitor import MB, clock, error_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from fp.run import Run

@@ -4,6 +4,7 @@ and ``fp bench`` share. The spelling is checked without importing torch (``fp --
 fast); whether the device exists is checked with torch."""
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING
 
@@ -51,3 +52,23 @@ def resolve(name: str, *, what: str = "device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes ``device`` can still give: free GPU memory, else the host's available memory (0 where
+    neither /proc/meminfo nor sysconf says)."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -6,11 +6,11 @@ the cheaper for each computation given the share of graphs its memory budget kee
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import torch
 
+from fp.device import free_memory
 from fp.scoring.autotune import Measured
 from fp.timing import synced_clock
 from fp.scoring.gradients import Batch, ScoringLoss, as_on_rank_zero, batch_grads
@@ -51,23 +51,6 @@ COSTS: Measured[MethodCosts] = Measured()
 #: (method, device type) pairs that have run here: a first call pays one-off setup (torch.func
 #: builds its transforms, cuDNN picks kernels) that must not decide a timing
 WARM: set[tuple[str, str]] = set()
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes the device can still give: free GPU memory, or the host's available memory."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 def kept_share(graph_bytes: int, budget: float, batches: int) -> float:
