@@ -7,13 +7,16 @@ only torch and fp.errors, so every layer of fp (and any plugin) can use it.
   are the filters;
 - ``filter_sums``: a weight-shaped tensor summed per filter;
 - ``eval_mode``: a model in eval mode for a block, every module's own flag restored after;
-- the tempered loss: the cross-entropy of logits/T, which training, evaluation and scoring use.
+- the tempered loss: the cross-entropy of logits/T, which training, evaluation and scoring use;
+- memory layouts: which tensors of a model are channels-last (``channels_last_names``), so that
+  surgery, saving and loading give every tensor back the layout it had (``to_channels_last``).
 """
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -83,3 +86,26 @@ def batch_loss(model: nn.Module, x: Tensor, y: Tensor, temperature: float) -> Te
 
 __all__ = ["FILTER", "GRANULARITIES", "PRUNABLE_LAYERS", "WEIGHT", "batch_loss", "check_granularity", "eval_mode", "filter_sums",
            "prunable_layers", "prunable_weights", "tempered_loss", "unwrapped"]
+
+
+def is_channels_last(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is laid out channels-last and not also contiguous (a 4-d tensor whose
+    size-1 dimensions make both layouts the same is neither: no layout can be lost)."""
+    return (tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
+            and not tensor.is_contiguous())
+
+
+def channels_last_names(model: nn.Module) -> list[str]:
+    """The parameters and buffers of ``model`` that are laid out channels-last, by name."""
+    return [name for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+            if is_channels_last(tensor)]
+
+
+def to_channels_last(model: nn.Module, names) -> None:
+    """Lay the named 4-d parameters and buffers of ``model`` out channels-last, in place (the
+    same Parameter objects, new storage); names ``model`` no longer has are skipped."""
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    for name in names:
+        tensor = tensors.get(name)
+        if tensor is not None and tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)

@@ -3,9 +3,11 @@
 A saved model is a dict of plain data: the architecture's registry name and constructor
 arguments, every module's public scalar attributes (``out_channels``, ``num_features``,
 ``normalized_shape``, ... as surgery left them), the state dict, for weight granularity the weight
-masks and, for ``prune.residual = "masked"``, the filter masks. Loading rebuilds the dense architecture from the registry, shrinks each module to the
-recorded attributes and tensor shapes, and loads the weights; ``torch.load`` runs with
-``weights_only=True``, so a file carrying pickled code is refused.
+masks, for ``prune.residual = "masked"`` the filter masks, and the names of the tensors laid out
+channels-last. Loading rebuilds the dense architecture from the registry, shrinks each module to
+the recorded attributes and tensor shapes, loads the weights and lays each tensor out as it was
+saved; ``torch.load`` runs with ``weights_only=True``, so a file carrying pickled code is
+refused.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 
 from fp.atomic import atomic_write
 from fp.errors import CheckpointError, PruningError
+from fp.nn import channels_last_names, to_channels_last
 from fp.pruning.arch import arch_of, build_model, is_plain
 from fp.pruning.heads import reconcile
 from fp.pruning.filter_masks import filter_masks, set_filter_masks
@@ -35,7 +38,8 @@ def model_state(model: nn.Module, masks: dict[str, Tensor] | None = None) -> dic
     masks = masks if masks is not None else getattr(model, "fp_masks", None)
     state = {"format": FORMAT, "version": VERSION, "arch": arch_of(model),
              "attributes": module_attributes(model), "state_dict": dict(model.state_dict()),
-             "masks": {name: mask.detach().bool() for name, mask in (masks or {}).items()}}
+             "masks": {name: mask.detach().bool() for name, mask in (masks or {}).items()},
+             "channels_last": channels_last_names(model)}
     if filter_masks(model):
         state["filter_masks"] = {name: mask.clone() for name, mask in filter_masks(model).items()}
     if not is_plain(state):  # guards weights_only loading; module attributes are filtered already
@@ -74,6 +78,7 @@ def model_from_state(state: Any, *, manager=None, origin: str = "the checkpoint"
     except (AttributeError, RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{origin} does not fit architecture {arch['name']!r}: "
                               f"{reason(exc)}.") from exc
+    to_channels_last(model, state.get("channels_last", ()))  # each tensor in its saved layout
     if state.get("masks"):
         model.fp_masks = {name: mask.bool() for name, mask in state["masks"].items()}
     try:

@@ -5,6 +5,10 @@ with the same indices (``BasePruningFunc._prune_parameter_and_grad``). Tensors t
 the parameters (SGD momentum buffers, keyed by parameter name) ride along in ``.grad`` during the
 surgery; afterwards every ``.grad`` is cleared, since the optimizer is rebuilt for the new
 parameters anyway.
+
+torch-pruning's new tensors are contiguous whatever the old ones were. Surgery gives each pruned
+parameter, buffer and carried tensor the memory layout its original had (channels-last stays
+channels-last), so a channels-last model trains on in its own layout after every event.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from fp.errors import PruningError
 from fp.pruning.heads import HeadHandle
 from fp.pruning.groups import ChannelGroup, channel_groups
 from fp.pruning.trace import reason
-from fp.nn import eval_mode
+from fp.nn import channels_last_names, eval_mode, to_channels_last
 from fp.pruning.stats import filter_widths
 
 
@@ -40,6 +44,7 @@ def prune_channels(model: nn.Module, groups: list[ChannelGroup], selection: dict
     """Remove ``selection`` ({group index: channel indices}) from ``model`` in place; each
     ``carry`` tensor (same shape as the parameter it is keyed by) is pruned like its parameter."""
     widths_before = filter_widths(model)
+    channels_last = set(channels_last_names(model))
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     stage_carry(model, carry or {})
     removed: dict[str, Tensor] = {}
@@ -47,11 +52,12 @@ def prune_channels(model: nn.Module, groups: list[ChannelGroup], selection: dict
         if channels:
             removed.update(prune_group(groups[index], channels))
     params = dict(model.named_parameters())
-    carried = {name: restore_carry(params[name].grad, tensor)
+    carried = {name: restore_carry(params[name].grad, tensor, name in channels_last)
                for name, tensor in (carry or {}).items()}
     for name, param in params.items():
         param.grad = None
         param.requires_grad_(requires_grad.get(name, True))  # new Parameters default to True
+    to_channels_last(model, channels_last)
     return PruneResult(removed, widths_before, filter_widths(model), carried)
 
 
@@ -84,8 +90,11 @@ def stage_carry(model: nn.Module, carry: dict[str, Tensor]) -> None:
         params[name].grad = tensor.detach().to(params[name].device, params[name].dtype)
 
 
-def restore_carry(pruned: Tensor | None, original: Tensor) -> Tensor:
-    return original if pruned is None else pruned.to(original.device, original.dtype)
+def restore_carry(pruned: Tensor | None, original: Tensor, channels_last: bool = False) -> Tensor:
+    """The carried tensor after surgery, on its original device and dtype, in the layout of the
+    parameter it belongs to."""
+    tensor = original if pruned is None else pruned.to(original.device, original.dtype)
+    return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
 
 
 #: models whose surgery was already tried on a copy, with the protected names it was tried with
