@@ -21,7 +21,7 @@ PLUGIN_API = ("fp", "fp.errors", "fp.nn", "fp.attention", "fp.run", "fp.measure"
 
 #: layers, lowest first; a module imports only from its own layer or those below it
 LAYERS = (
-    ("contract", ("fp.errors", "fp.device", "fp.atomic", "fp.nn", "fp.attention", "fp.validation", "fp.hookspecs", "fp.run",
+    ("contract", ("fp.errors", "fp.device", "fp.precision", "fp.atomic", "fp.nn", "fp.attention", "fp.validation", "fp.hookspecs", "fp.run",
                   "fp.measure", "fp.data.dataset", "fp.schedule", "fp.discover", "fp.registry", "fp.gin_adapter",
                   "fp.data")),
     ("host", ("fp.manager",)),

@@ -55,12 +55,15 @@ def resolve(name: str, *, what: str = "device") -> torch.device:
 
 
 def free_memory(device: torch.device) -> int:
-    """Bytes ``device`` can still give: free GPU memory, else the host's available memory (0 where
-    neither /proc/meminfo nor sysconf says)."""
+    """Bytes ``device`` can still give: on a GPU, what is free to PyTorch (the device's free
+    memory plus the blocks PyTorch's caching allocator holds reserved but unallocated, which
+    ``mem_get_info`` counts as used), else the host's available memory (0 where neither
+    /proc/meminfo nor sysconf says)."""
     if device.type == "cuda":
         import torch
 
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + max(0, cached)
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:

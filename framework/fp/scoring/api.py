@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from fp.errors import ConfigError, DataError, PluginError
 from fp.measure import Measure
+from fp.precision import full_fp32
 from fp.scoring.context import ScoreContext
 from fp.nn import FILTER, check_granularity, eval_mode
 
@@ -26,7 +27,8 @@ def score(model: nn.Module | None, measure: str | Measure | type[Measure],
     statistics between measures (its model and batches are used); ``manager`` resolves measure
     names (the shared one of ``fp.manager.shared_manager`` otherwise). Scores are detached
     float32 on the weights' device; a measure may leave weights out (bn_* skip layers that no
-    BatchNorm follows).
+    BatchNorm follows). The statistics are computed in full fp32 on a GPU too (no TF32, see
+    ``fp.precision``) unless ``ctx.tf32``.
     """
     check_granularity(granularity)
     measure = resolve_measure(measure, manager)
@@ -37,7 +39,9 @@ def score(model: nn.Module | None, measure: str | Measure | type[Measure],
     view = ctx.for_temperature(measure.temperature if temperature is None else temperature)
     if measure.needs_data and not view.batches:
         raise DataError(f"measure {measure.name!r} needs scoring batches, and none were given.")
-    with eval_mode(view.model):  # also for measures that run the model themselves
+    # in full fp32 (no TF32 on a GPU) unless the context asks otherwise; the statistics are
+    # computed lazily, inside the measure's call
+    with eval_mode(view.model), full_fp32(not view.tf32):
         raw = measure.filter_scores(view) if granularity == FILTER else measure(view)
     return _checked_scores(raw, view.weights, granularity, measure.name)
 

@@ -46,7 +46,8 @@ class ScoreContext:
     ``fp.scoring.autotune``; named in ``info["scoring_layout"]``). ``info`` says how the
     statistics were computed (the keys of ``hvp.HvpInfo`` and ``autotune.LayoutInfo``); a caller
     may add entries of its own. ``seed``, for measures that draw random numbers, is a prune
-    event's own (None: the measure's).
+    event's own (None: the measure's). ``tf32=True`` lets the passes use TF32 on a GPU that has
+    it; by default every statistic is computed in full fp32 (``fp.precision``), as on a CPU.
     """
 
     def __init__(self, model: nn.Module, batches: Iterable | None, *,
@@ -54,7 +55,8 @@ class ScoreContext:
                  weights: dict[str, nn.Parameter] | None = None,
                  input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto",
                  hvp_memory_gb: float | None = None, grad: bool = True,
-                 grad_sq: bool = True, layout: str = "auto", seed: int | None = None):
+                 grad_sq: bool = True, layout: str = "auto", seed: int | None = None,
+                 tf32: bool = False):
         if hvp_method not in HVP_CHOICES:
             raise ConfigError(f"hvp_method {hvp_method!r} is not one of {', '.join(HVP_CHOICES)}.")
         if hvp_memory_gb is not None and not hvp_memory_gb >= 0:
@@ -72,6 +74,7 @@ class ScoreContext:
         self.layout = autotune.checked_layout(layout)
         self.hvp_memory = None if hvp_memory_gb is None else hvp_memory_gb * 2 ** 30
         self.seed = seed
+        self.tf32 = bool(tf32)
         self.info: dict = {}          # shared with views: hvp_method, scoring_layout, ...
         self._cache: dict = {}        # shared with views: statistics keyed by (kind, T)
 
