@@ -125,12 +125,21 @@ class Experiment:
     amp: bool = False                     # bf16 autocast on the forward pass
     channels_last: bool = False
     compile: bool = False                 # torch.compile the model for training steps
+    compile_backend: str = "inductor"     # torch.compile's backend ("eager": graphs, no kernels)
+    tf32: bool = False                    # TF32 in training's convs/matmuls on a GPU (fp.precision)
     name: str = ""                        # a label for reports; defaults to the config's stem
     keep_epochs: tuple[int, ...] = ()     # also keep the checkpoints of these epochs (interventions)
 
     def validate(self) -> None:
         problem = devices.problem(self.device)
         _check(problem is None, f"experiment.device = {self.device!r} {problem}.")
+        if self.compile:
+            import torch
+
+            known = torch.compiler.list_backends(exclude_tags=())
+            _check(self.compile_backend in known,
+                   f"experiment.compile_backend = {self.compile_backend!r} is not a "
+                   f"torch.compile backend here; known: {', '.join(known)}.")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -11,13 +11,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fp import config, pruning
+from fp import config, precision, pruning
 from fp import device as devices
 from fp.config.settings import Settings
 from fp.data.holdout import hold_out
 from fp.data.subsets import apply_subsets
 from fp.engine import checkpoint, optim, rundir
 from fp.engine.checkpoint import Rewind
+from fp.engine.compiler import Compiler
 from fp.engine.loop import EpochProgress, make_forward
 from fp.engine.prune_event import scoring_batches
 from fp.engine.summary import structure_stats
@@ -48,6 +49,7 @@ class Setup:
     progress: EpochProgress = field(default_factory=EpochProgress)  # of the epoch under way
     _stats: dict[str, Any] = field(default_factory=dict)
     forward: Callable = None  # type: ignore[assignment]  # what a step calls (make_forward)
+    compiler: Compiler | None = None  # experiment.compile's, made when the run is built
 
     def __post_init__(self) -> None:
         check_keep_epochs(self.settings.experiment.keep_epochs, self.total_epochs)
@@ -64,9 +66,9 @@ class Setup:
             rundir.write_text(run.out_dir / "operative_config.gin", run.operative_config)
 
     def after_surgery(self, run: Run) -> None:
-        """The model changed: count it again, wrap it again."""
+        """The model changed: count it again, wrap (and compile) it again."""
         self._stats = {}
-        self.forward = make_forward(run)
+        self.forward = make_forward(run, self.compiler)
 
 
 def seed_everything(seed: int) -> None:
@@ -86,12 +88,14 @@ def check_keep_epochs(keep: tuple[int, ...], total_epochs: int) -> None:
 def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int = 0,
                 world_size: int = 1) -> Setup:
     st = settings
-    # first: a checkpoint this flowprune cannot continue is refused before anything is written
-    ckpt = checkpoint.load(out_dir)
+    # first: a checkpoint this flowprune cannot continue is refused before anything is written;
+    # rank 0 decides for every rank whether the run resumes
+    ckpt = checkpoint.load_on_ranks(out_dir, rank, world_size)
     seed_everything(st.experiment.seed)
     device = devices.resolve(st.experiment.device, what="experiment.device =")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    precision.set_tf32(st.experiment.tf32)  # training's; scoring is always full fp32
     regs = manager.registries
     # the same seeded per-class subset on every rank, and again on resume
     dataset = apply_subsets(regs["datasets"].build(st.data.dataset), st.data, st.experiment.seed)
@@ -137,5 +141,7 @@ def build_setup(settings: Settings, manager: Manager, out_dir: Path, rank: int =
     else:
         setup.rewind.take(run.model, run.epoch)  # imp.rewind_epoch = 0: the initialisation
         checkpoint.save(setup, run)
-    setup.forward = make_forward(run)
+    if st.experiment.compile:  # after the restore: it continues a resumed run's counts
+        setup.compiler = Compiler(run)
+    setup.forward = make_forward(run, setup.compiler)
     return setup

@@ -15,7 +15,9 @@ A checkpoint is one dict of plain data (read back with ``weights_only=True``):
   metrics;
 - ``plugins``: ``run.state`` but the keys that start with "_" (plugin state, the latency batch);
 - ``rewind``: a rewinding schedule's (IMP's) rewind point, ``Rewind``;
-- ``rng``: the Python, NumPy, torch (and CUDA) generators;
+- ``rng``: the Python, NumPy, torch (and CUDA) generators: every visible CUDA device's state and
+  the index of the run's device (``rng_state``), restored onto the devices that exist on resume
+  (``set_rng_state``);
 - ``metrics_bytes``: the length of metrics.jsonl, which a resume truncates back to.
 
 The files themselves (``last.pt`` written atomically, the ``epoch-N.pt`` copies that
@@ -95,7 +97,7 @@ def state(s: "Setup", run: Run) -> dict[str, Any]:
         "elapsed": s.elapsed, "best": s.best, "last_metrics": s.last_metrics,
         "plugins": {k: v for k, v in run.state.items() if not k.startswith("_")},
         "rewind": s.rewind.state(),
-        "rng": rng_state(), "metrics_bytes": s.metrics_log.size(),
+        "rng": rng_state(run.device), "metrics_bytes": s.metrics_log.size(),
     }
 
 
@@ -106,6 +108,32 @@ def load(out_dir: Path) -> dict[str, Any] | None:
     if ckpt is not None:
         ckpt = upgraded(ckpt)
         check_version(ckpt, out_dir / rundir.CHECKPOINTS / rundir.LAST)
+    return ckpt
+
+
+def load_on_ranks(out_dir: Path, rank: int, world_size: int) -> dict[str, Any] | None:
+    """``load`` as rank 0 decides it for all ranks of a distributed run: rank 0 reads the
+    checkpoint (or finds none, or refuses it) and tells the others, which read the same file only
+    when rank 0 resumes, before any rank goes on (so before rank 0 writes its own step-0
+    checkpoint, which a rank looking by itself could take for one to resume from)."""
+    if world_size == 1:
+        return load(out_dir)
+    import torch.distributed as dist
+
+    ckpt, decision = None, [False, None]
+    if rank == 0:
+        try:
+            ckpt = load(out_dir)
+            decision = [ckpt is not None, None]
+        except CheckpointError as exc:
+            decision = [False, str(exc)]
+    dist.broadcast_object_list(decision, src=0)
+    resume, failure = decision
+    if failure is not None:
+        raise CheckpointError(failure)
+    if resume and rank != 0:
+        ckpt = load(out_dir)
+    dist.barrier()  # every rank holds its checkpoint (or none) before rank 0 writes one
     return ckpt
 
 
@@ -141,6 +169,7 @@ def check_version(ckpt: Any, path: Path) -> None:
 
 def restore(s: "Setup", run: Run, ckpt: dict[str, Any]) -> None:
     """Continue the run ``s`` built from ``ckpt`` (its version checked by ``load``)."""
+    # each tensor in its saved layout (channels-last stays so), on this run's device
     run.model = pruning.model_from_state(ckpt["model"]).to(run.device)
     run.masks = {k: v.to(run.device) for k, v in run.masks.items()}  # they came on the CPU
     run.optimizer = optim.make_optimizer(run.model, s.settings.train)
@@ -149,31 +178,73 @@ def restore(s: "Setup", run: Run, ckpt: dict[str, Any]) -> None:
     s.progress = EpochProgress(**ckpt["progress"])
     s.event_index, s.elapsed, s.best = ckpt["event_index"], ckpt["elapsed"], ckpt["best"]
     s.last_metrics = ckpt["last_metrics"]
-    run.state.update(ckpt["plugins"])
+    # plugin state comes back on the CPU (or saved from another device): onto the model's
+    run.state.update(on_device(ckpt["plugins"], run.device))
     s.rewind.load(ckpt["rewind"])
-    set_rng_state(ckpt["rng"])
-    s.metrics_log.truncate(ckpt["metrics_bytes"])
+    set_rng_state(ckpt["rng"], run.device)
+    if run.is_main:  # the one writer of metrics.jsonl; another rank's truncation could race it
+        s.metrics_log.truncate(ckpt["metrics_bytes"])
     run.resumed = True
     where = f"epoch {run.epoch}" + (f", batch {s.progress.batches} of epoch {run.epoch + 1}"
                                     if s.progress.batches else "")
     s.notes.append(f"resumed from the checkpoint after {where} (step {run.step})")
 
 
-def rng_state() -> dict[str, Any]:
+def on_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (through dicts, lists and tuples) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: on_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_device(v, device) for v in value)
+    return value
+
+
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """The generators' states: Python's, NumPy's, torch's CPU one and, where CUDA is available,
+    every visible device's with the index of ``device`` (the run's) among them."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"python": [version, list(internal), gauss], "torch": torch.get_rng_state(),
              "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda_device"] = _cuda_index(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore ``rng_state``'s generators; CUDA states onto the devices that exist now
+    (``cuda_states``), so a run saved on more GPUs than are visible resumes."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, saved in cuda_states(state["cuda"], state.get("cuda_device"),
+                                        torch.cuda.device_count(), _cuda_index(device)):
+            torch.cuda.set_rng_state(saved, index)
+
+
+def cuda_states(saved: list, saved_device: int | None, visible: int,
+                device: int | None) -> list[tuple[int, Any]]:
+    """(device index, state) pairs to restore of ``saved`` (one state per device visible when
+    the checkpoint was written, the run's being ``saved_device``) on a machine with ``visible``
+    devices, the run's now being ``device``: the run's device gets the state of the device the
+    run used (whatever their indices), and every other visible device the saved state of its
+    index where there is one. Devices the checkpoint knew and this machine lacks are dropped; a
+    device it did not know keeps its seed."""
+    pairs = {i: saved[i] for i in range(min(len(saved), visible))}
+    if device is not None and saved_device is not None and 0 <= saved_device < len(saved) \
+            and 0 <= device < visible:
+        pairs[device] = saved[saved_device]
+    return sorted(pairs.items())
+
+
+def _cuda_index(device: torch.device | None) -> int | None:
+    """The CUDA index a run on ``device`` uses (None for a CPU run)."""
+    if device is None or device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from fp.nn import tempered_loss
 from fp.run import Run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fp.engine.compiler import Compiler
 
 
 def autocast(run: Run):
@@ -36,17 +39,16 @@ class EpochProgress:
     correct: torch.Tensor | int = 0
 
 
-def make_forward(run: Run) -> Callable:
+def make_forward(run: Run, compiler: "Compiler | None" = None) -> Callable:
     """The callable a training step runs the model through: the model itself, DDP-wrapped on
-    more than one rank, compiled with ``experiment.compile``. Made again after every surgery."""
+    more than one rank, compiled afresh by ``compiler`` (``experiment.compile``). Made again after
+    every surgery."""
     model = run.model
     if run.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model)
-    if run.settings.experiment.compile:
-        model = torch.compile(model)
-    return model
+    return compiler.compile(model) if compiler is not None else model
 
 
 def train_epoch(run: Run, forward: Callable, on_step: Callable[[], None],

@@ -55,4 +55,5 @@ def make_summary(s: "Setup", run: Run, elapsed: float) -> dict[str, Any]:
         "granularity": st.prune.granularity, "schedule": st.prune.schedule, "rounds": st.prune.rounds,
         "prune_events": s.event_index, "seed": st.experiment.seed, "world_size": run.world_size,
         "device": str(run.device), "name": st.experiment.name, **latency_fields(run),
+        **({"compile": s.compiler.summary()} if s.compiler is not None else {}),
     }

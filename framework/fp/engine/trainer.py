@@ -105,6 +105,8 @@ class Trainer:
     def _end_epoch(self, metrics: dict[str, float], bar) -> None:
         run, s = self.run, self.setup
         metrics.update(s.stats(run))
+        if s.compiler is not None:
+            metrics["compiled_steps"] = s.compiler.end_epoch(run.epoch)
         s.best = max(s.best, metrics["test_acc"])
         metrics["best_test_acc"] = s.best
         run.log({"event": "epoch", "epoch": run.epoch, "step": run.step, **metrics})
@@ -118,6 +120,8 @@ class Trainer:
         """The finished run's model.pt and summary.json (rank 0); returns the summary."""
         run, s = self.run, self.setup
         summary = make_summary(s, run, s.elapsed)
+        if s.compiler is not None:
+            s.notes.append(s.compiler.note())
         if run.is_main:
             pruning.save(run.model, run.out_dir / "model.pt")  # with its masks, if any
             rundir.write_json(run.out_dir / "summary.json", summary)
