@@ -1,7 +1,14 @@
-"""The files of a run directory, each written atomically so a crash never leaves half a file."""
+"""The files of a run directory, each written atomically so a crash never leaves half a file.
+
+A write the file system refuses for lack of space or permission is a ``StorageError`` that names
+the file and says the same command resumes (``RESUME``): nothing here damages the last checkpoint
+or a finished file, and no temporary file stays behind.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -9,8 +16,9 @@ from typing import Any
 
 import torch
 
-from fp.atomic import atomic_write
-from fp.errors import CheckpointError
+from fp.atomic import as_storage_error, atomic_write
+from fp.engine.runlock import RESUME
+from fp.errors import CheckpointError, StorageError
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
@@ -19,7 +27,7 @@ KEPT = re.compile(r"epoch-(\d+)\.pt")
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda h: h.write(text.encode()))
+    atomic_write(path, lambda h: h.write(text.encode()), then=RESUME)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -41,8 +49,19 @@ class MetricsLog:
         self.path = path
 
     def __call__(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record, default=_plain) + "\n")  # keeps layer order
+        size = self.size()
+        try:
+            with as_storage_error(self.path, RESUME), self.path.open("a") as handle:
+                handle.write(json.dumps(record, default=_plain) + "\n")  # keeps layer order
+        except StorageError:
+            self._drop_partial_line(size)
+            raise
+
+    def _drop_partial_line(self, size: int) -> None:
+        """A full disk can take part of a line: cut it, so the file stays one object a line
+        (a resume would cut it too, back to its checkpoint)."""
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, size)
 
     def size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
@@ -56,7 +75,7 @@ class MetricsLog:
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
     path = out_dir / CHECKPOINTS / LAST
-    atomic_write(path, lambda h: torch.save(state, h))
+    atomic_write(path, lambda h: torch.save(state, h), then=RESUME)
     return path
 
 
@@ -65,7 +84,7 @@ def keep_checkpoint(out_dir: Path, epoch: int) -> Path:
     the same file, copied atomically, so a crash never leaves half of one."""
     source, path = out_dir / CHECKPOINTS / LAST, out_dir / CHECKPOINTS / f"epoch-{epoch}.pt"
     with source.open("rb") as handle:
-        atomic_write(path, lambda h: shutil.copyfileobj(handle, h))
+        atomic_write(path, lambda h: shutil.copyfileobj(handle, h), then=RESUME)
     return path
 
 

@@ -118,10 +118,12 @@ def reshape_tensors(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
 
 
 def save(model: nn.Module, path: str | os.PathLike, masks: dict[str, Tensor] | None = None) -> Path:
-    """Write ``model`` (and its masks, default ``model.fp_masks``) to ``path`` atomically."""
+    """Write ``model`` (and its masks, default ``model.fp_masks``) to ``path`` atomically; a
+    full disk or a folder without write permission is a StorageError naming ``path``."""
     path = Path(path)
     state = model_state(model, masks)
-    atomic_write(path, lambda handle: torch.save(state, handle))
+    atomic_write(path, lambda handle: torch.save(state, handle),
+                 then="save the model again (any earlier file at that path is intact)")
     return path
 
 
