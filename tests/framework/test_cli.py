@@ -39,6 +39,12 @@ def test_missing_config(capsys, tmp_path):
     one_sentence_error(*fp(capsys, "run", str(tmp_path / "nope.gin"))[::2], "nope.gin", "does not exist")
 
 
+def test_an_error_naming_brackets_prints_them(capsys, tmp_path):
+    """Messages are printed as text, never as console markup: a path like runs/[bold]x/ stays."""
+    missing = tmp_path / "[bold]x" / "[red]nope.gin"
+    one_sentence_error(*fp(capsys, "run", str(missing))[::2], "[bold]x/[red]nope.gin")
+
+
 def test_directory_as_config(capsys, tmp_path):
     one_sentence_error(*fp(capsys, "run", str(tmp_path))[::2], "is a directory")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from fp.cli.export import export_cmd
 from fp.cli.intervene import intervene_cmd
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     except FpError as exc:
         if debug:
             raise
-        err.print(f"[bold red]error:[/bold red] {one_line(exc)}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", one_line(exc)), highlight=False,
+                  soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err.print(f"internal error: {type(exc).__name__}: {one_line(exc)}; rerun with --debug for "
-                  f"the traceback.", highlight=False, soft_wrap=True, markup=False)
+                  f"the traceback.", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 
 

@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-out = Console(soft_wrap=True)  # never break long paths across lines
-err = Console(stderr=True, soft_wrap=True)
+# never break long paths across lines; no markup: a message or path with [brackets] prints as is
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 
 def device_option(value: str | None) -> str | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from rich.markup import escape
+from rich.text import Text
 from rich.table import Table
 
 from fp.tools.bench.augment import augment_row
@@ -148,16 +148,16 @@ def format_rows(rows: list[dict[str, Any]]) -> Table:
                         "times: fastest of each side)")
     for row in rows:
         if row.get("skipped"):
-            table.add_row(row["name"], "-", row["target"], "[dim]skipped[/dim]", "-", "-",
-                          f"[dim]{escape(row['notes'])}[/dim]")
+            table.add_row(row["name"], "-", row["target"], Text("skipped", style="dim"), "-", "-",
+                          Text(row["notes"], style="dim"))
             continue
-        verdict = "[green]yes[/green]" if row["ok"] else "[red]NO[/red]"
+        verdict = Text("yes", style="green") if row["ok"] else Text("NO", style="red")
         if row["ratio"] is None:  # nothing to time: the notes say why (a target not reached)
-            table.add_row(row["name"], "-", row["target"], verdict, "-", "-", escape(row["notes"]))
+            table.add_row(row["name"], "-", row["target"], verdict, "-", "-", Text(row["notes"]))
             continue
         table.add_row(row["name"], f"{row['ratio']:.3f}x", row["target"], verdict,
                       f"{row['measured_s']:.4f}", f"{row['baseline_s']:.4f}",
-                      escape(f"{row['notes']} (baseline: {row['baseline']})"))
+                      Text(f"{row['notes']} (baseline: {row['baseline']})"))
     return table
 
 
