@@ -37,9 +37,9 @@ class Compiler:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.backend_name = run.settings.experiment.compile_backend
-        self.counts = run.state.setdefault(STATE, {"backend": self.backend_name, "models": 0,
-                                                   "graphs": 0, "steps": 0,
+        self.counts = run.state.setdefault(STATE, {"models": 0, "graphs": 0, "steps": 0,
                                                    "compiled_steps": 0, "eager_epochs": []})
+        self.counts["backend"] = self.backend_name  # the one compiling from now on
         self._graph_calls = 0
         self._epoch_steps = self._epoch_compiled = 0
 
