@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -5,13 +6,17 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import (DEFAULT_SIZE_GUIDANCE,
                                                                     EventAccumulator)
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 import fp
 from fp.errors import ConfigError
-from fp_builtins import tensorboard as tb
-from fp_builtins.tensorboard.hparams import METRIC_TAGS, hparam_values
 from fp.run import PruneEvent
+from fp_builtins import tensorboard as tb
+from fp_builtins.tensorboard.hparams import (COMPARED, METRIC_TAGS, METRICS, SHOWN_BY_DEFAULT,
+                                             hparam_values)
+from fp_builtins.tensorboard.layout import CHARTS
+from fp.tools.sweep.record import RECORD, folder_grid, record_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin"
 CONFIG = {
@@ -38,6 +43,25 @@ def read_events(path):
 
 def scalars(events, tag):
     return {e.step: e.value for e in events.Scalars(tag)}
+
+
+def hparams_content(path):
+    """The hparams plugin's three records of the event file(s) in ``path``, parsed."""
+    content = read_events(path).PluginTagToContent("hparams")
+    return {tag.removeprefix("_hparams_/"): plugin_data_pb2.HParamsPluginData.FromString(data)
+            for tag, data in content.items()}
+
+
+def shown_by_default(experiment):
+    """The hparams TensorBoard 2.15-2.21's HParams table ticks: the backend sorts them by the
+    ``differs`` flag, then by name, and the page ticks the first SHOWN_BY_DEFAULT."""
+    infos = sorted(experiment.hparam_infos, key=lambda info: (not info.differs, info.name))
+    return {info.name for info in infos[:SHOWN_BY_DEFAULT]}
+
+
+def custom_scalars_layout(path):
+    tensor = read_events(path).Tensors("custom_scalars__config__")[0].tensor_proto
+    return layout_pb2.Layout.FromString(tensor.string_val[0])
 
 
 def prune_event(step):
@@ -71,27 +95,113 @@ def test_a_run_writes_every_section_into_one_event_file_in_the_run_dir(tmp_path,
     assert events.Histograms("prune/scores/conv")[0].histogram_value.num == 8
     text = events.Tensors("config/operative/text_summary")[0].tensor_proto.string_val[0].decode()
     assert text.startswith("```") and "tensorboard.log_every = 5" in text
+    assert [c.title for c in custom_scalars_layout(tmp_path).category] == list(CHARTS)
+    records = set(hparams_content(tmp_path))
+    assert {"experiment", "session_start_info", "session_end_info"} <= records
     assert run.state[tb.STATE_KEY] is None and tb.writer_for(run) is None  # closed for good
 
 
 def test_the_hparams_summary_holds_the_settings_and_the_final_metrics(tmp_path, manager):
     run = fake_run(tmp_path, manager)
-    tb.after_epoch(run, epoch=1, metrics=EPOCH_METRICS)
-    tb.run_end(run, summary={})
-    content = read_events(tmp_path).PluginTagToContent("hparams")
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    hparams = start.session_start_info.hparams
+    tb.run_start(run)
+    started = hparams_content(tmp_path)  # the run has its row while it trains
+    assert "session_end_info" not in started
+    hparams = started["session_start_info"].session_start_info.hparams
     assert hparams["prune.measure"].string_value == "snip"
     assert hparams["train.lr"].number_value == pytest.approx(0.05)
     assert hparams["experiment.seed"].number_value == 3
     assert "prune.temperature" not in hparams
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
-    assert [m.name.tag for m in experiment.experiment.metric_infos] == list(METRIC_TAGS)
-    # the five columns TensorBoard shows by default are the ones every comparison needs
-    assert [h.name for h in experiment.experiment.hparam_infos][:5] == [
-        "prune.measure", "prune.target", "model.architecture", "data.dataset", "experiment.seed"]
+    tb.after_epoch(run, epoch=1, metrics=EPOCH_METRICS)
+    tb.run_end(run, summary={})
+    records = hparams_content(tmp_path)
+    assert records["session_end_info"].session_end_info.status == api_pb2.STATUS_SUCCESS
+    experiment = records["experiment"].experiment
+    assert [(m.name.tag, m.display_name) for m in experiment.metric_infos] == list(METRICS.items())
+    # TensorBoard ticks the hparams flagged `differs`: exactly the settings a comparison needs
+    assert [(h.name, h.differs) for h in experiment.hparam_infos][:6] == [
+        ("prune.measure", True), ("prune.target", True), ("model.architecture", True),
+        ("data.dataset", True), ("experiment.seed", True), ("train.epochs", False)]
+    assert shown_by_default(experiment) == set(COMPARED)
     logged = read_events(tmp_path).Tags()["scalars"]
     assert all(tag in logged for tag in METRIC_TAGS)  # the table reads its values from these
+
+
+def test_the_keys_a_sweep_varies_come_first_among_the_default_columns(tmp_path, manager, bind):
+    manager.registries  # the dataset plugins' gin names, so digits.size binds
+    record_sweep(tmp_path, [["train.lr=0.05", "digits.size=8", "prune.measure='magnitude'"],
+                            ["train.lr=0.1", "digits.size=16", "prune.measure='snip'"]])
+    bind("digits.size = 16")
+    run = fake_run(tmp_path / "point", manager)
+    tb.run_start(run)
+    records = hparams_content(run.out_dir)
+    experiment = records["experiment"].experiment
+    infos = {info.name: info for info in experiment.hparam_infos}
+    assert [info.name for info in experiment.hparam_infos][:SHOWN_BY_DEFAULT] == [
+        "train.lr", "digits.size", "prune.measure", "prune.target", "model.architecture"]
+    assert shown_by_default(experiment) == {"train.lr", "digits.size", "prune.measure",
+                                            "prune.target", "model.architecture"}
+    assert not infos["experiment.seed"].differs  # five in all: the least telling one waits
+    # the table's filters offer every value of the grid, not just this run's
+    assert (infos["train.lr"].domain_interval.min_value,
+            infos["train.lr"].domain_interval.max_value) == (0.05, 0.1)
+    assert list(infos["prune.measure"].domain_discrete) == ["magnitude", "snip"]
+    hparams = records["session_start_info"].session_start_info.hparams
+    assert hparams["digits.size"].number_value == 16  # outside the settings blocks: from gin
+    assert hparams["train.lr"].number_value == pytest.approx(0.05)  # the run's own config
+
+
+def test_every_run_of_a_folder_flags_the_same_default_columns(tmp_path, manager):
+    # TensorBoard shows the experiment summary of whichever run it reads first
+    record_sweep(tmp_path, [["prune.target=0.3"], ["prune.target=0.6"]])
+    flagged = []
+    for name, measure in (("a", "snip"), ("b", "magnitude")):
+        run = fake_run(tmp_path / name, manager)
+        run.config = {**CONFIG, "prune": {**CONFIG["prune"], "measure": measure}}
+        tb.run_start(run)
+        experiment = hparams_content(run.out_dir)["experiment"].experiment
+        flagged.append([info.name for info in experiment.hparam_infos if info.differs])
+    swept_first = ["prune.target", *(name for name in COMPARED if name != "prune.target")]
+    assert flagged[0] == flagged[1] == swept_first
+
+
+def test_a_sweep_record_gathers_the_grids_of_every_sweep_into_the_folder(tmp_path):
+    assert folder_grid(tmp_path / "run") == {}
+    record_sweep(tmp_path, [["prune.measure='magnitude'"], ["prune.measure='snip'"]])
+    record_sweep(tmp_path, [["prune.measure='snip'", "experiment.seed=1"]])
+    assert folder_grid(tmp_path / "run") == {"prune.measure": ["'magnitude'", "'snip'"],
+                                             "experiment.seed": ["1"]}
+    (tmp_path / RECORD).write_text("{not json")
+    with pytest.raises(ConfigError, match=RECORD):
+        folder_grid(tmp_path / "run")
+
+
+def test_fp_sweep_records_its_grid_before_its_first_run(tmp_path):
+    from fp.engine import Outcome
+    from fp.tools.sweep import sweep
+
+    seen = []
+
+    def runner(files, bindings, *, out, device=None, quiet=False):
+        seen.append(folder_grid(out))
+        return Outcome(out, {"test_acc": 0.5})
+
+    sweep(str(QUICKSTART), ["prune.measure=magnitude,snip"], bindings=["train.epochs=1"],
+          out=tmp_path, runner=runner)
+    assert seen == [{"prune.measure": ["'magnitude'", "'snip'"]}] * 2
+
+
+def test_the_custom_scalars_layout_puts_what_is_compared_on_one_chart(tmp_path, manager):
+    tb.run_start(fake_run(tmp_path, manager))
+    charts = {chart.title: list(chart.multiline.tag)
+              for category in custom_scalars_layout(tmp_path).category for chart in category.chart}
+    assert charts == {title: [f"^{tag}$" for tag in tags]
+                      for category in CHARTS.values() for title, tags in category.items()}
+    together = [set(tags) for category in CHARTS.values() for tags in category.values()]
+    for pair in ({"flow/loss_before", "flow/loss_after"},
+                 {"flow/loss_change", "flow/loss_change_predicted"},
+                 {"flow/grad_norm_sq_before", "flow/grad_norm_sq_after"},
+                 {"train/acc", "test/acc"}):
+        assert pair in together
 
 
 def test_hparam_values_keep_numbers_and_write_the_rest_as_text():
@@ -158,3 +268,7 @@ def test_an_engine_run_can_be_read_back_with_tensorboard(tmp_path):
             "flow/rank_spearman/magnitude", "flow/norm_flow_pearson"} <= set(tags["scalars"])
     assert "config/operative/text_summary" in tags["tensors"]
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    charted = [regex for category in custom_scalars_layout(out).category
+               for chart in category.chart for regex in chart.multiline.tag]
+    unlogged = [r for r in charted if not any(re.match(r, tag) for tag in tags["scalars"])]
+    assert not unlogged, f"Custom Scalars charts of tags no run logs: {unlogged}"

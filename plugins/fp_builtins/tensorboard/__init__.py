@@ -13,8 +13,10 @@ Tags, by section:
   layer/   ``layer/<layer>/width``: output channels kept after each prune event
   config/  the operative gin config (text), at the start
   flow/    the gradient-flow diagnostics (``fp_builtins.flow``), and any plugin's ``log_scalars``
-and, at the end, an hparams summary: the train/prune/data/model settings against the final
-test/acc, test/best_acc, model/params_frac and model/flops_frac.
+At the start, a Custom Scalars layout (``layout``: the gradient-flow quantities read against each
+other, one chart each) and an hparams summary (``hparams``: the train/prune/data/model settings,
+and any key a sweep into the run's folder varies, against test/acc, test/best_acc,
+model/params_frac and model/flops_frac); at the end, the hparams session's end.
 
 Settings (gin): ``tensorboard.enabled``, ``tensorboard.histograms`` (score histograms at prune
 events), ``tensorboard.log_every`` (steps between batch-loss points, 0 = none). Only rank 0 writes.
@@ -29,23 +31,16 @@ import torch
 
 import fp
 from fp.errors import ConfigError
-from fp_builtins.tensorboard.hparams import write_hparams
 from fp.run import layer_tag
+from fp_builtins.tensorboard.hparams import write_hparams_end, write_hparams_start
+from fp_builtins.tensorboard.layout import write_layout
+from fp_builtins.tensorboard.tags import EPOCH_TAGS
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch.utils.tensorboard import SummaryWriter
 
 #: run.state key of the open writer; the leading underscore keeps it out of checkpoints
 STATE_KEY = "_tensorboard"
-
-#: epoch metric (the ``after_epoch`` dict) -> TensorBoard tag
-EPOCH_TAGS = {
-    "train_loss": "train/loss", "train_acc": "train/acc", "lr": "train/lr",
-    "test_loss": "test/loss", "test_acc": "test/acc", "best_test_acc": "test/best_acc",
-    "params": "model/params", "flops": "model/flops", "filters_kept": "model/filters_kept",
-    "params_frac": "model/params_frac", "flops_frac": "model/flops_frac",
-    "filters_kept_frac": "model/filters_kept_frac",
-}
 
 
 @gin.configurable("tensorboard")
@@ -95,6 +90,11 @@ def run_start(run) -> None:
         return
     # fenced, so TensorBoard's markdown keeps the gin file's line breaks and '#' comments
     writer.add_text("config/operative", f"```\n{fp.operative_config()}\n```", run.step)
+    write_layout(writer)
+    from fp.tools.sweep.record import folder_grid  # here: `fp list` does not load the sweep
+
+    write_hparams_start(writer, run.config, folder_grid(run.out_dir), run.step)
+    writer.flush()  # TensorBoard lists the run, and its HParams row, before its first epoch ends
 
 
 @fp.hookimpl
@@ -159,6 +159,6 @@ def run_end(run, summary: dict[str, Any]) -> None:
     writer = writer_for(run)
     if writer is None:
         return
-    write_hparams(writer, run.config, run.step)
+    write_hparams_end(writer, run.step)
     writer.close()
     run.state[STATE_KEY] = None  # closed: later calls get None instead of reopening a file

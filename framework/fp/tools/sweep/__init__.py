@@ -20,6 +20,7 @@ from fp.engine.experiment import run_experiment
 from fp.errors import ConfigError, FpError, RegistryError
 from fp.manager import make_manager
 from fp.tools.sweep.grid import check_no_overlap, expand_grid, run_name
+from fp.tools.sweep.record import record_sweep
 from fp.validation import check_fields
 
 #: what each row of a sweep reports
@@ -56,6 +57,7 @@ def sweep(config: str | Path | Sequence[str | Path], grid: Sequence[str], *,
         from fp.tools.sweep.jobs import preflight
 
         preflight(executor, jobs, gpus_per_run)
+    record_sweep(Path(out), points)  # what the sweep varies, for whatever compares its runs
     for row in rows:
         if finished(row):
             row.update(status="skipped (finished)",
