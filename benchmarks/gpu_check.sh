@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # A prepared check for a short GPU slot, from a fresh copy of this checkout:
 #   bash benchmarks/gpu_check.sh [--data PATH/cifar10-jpg.tar.gz] [--out DIR] [--dry-run]
-# It makes fp importable from this checkout (installing it without dependencies, offline, if
-# needed), then hands over to the benchmark package beside this script (benchmarks/gpu_check/,
-# not installed: run with benchmarks/ on PYTHONPATH), which prints one JSON summary on stdout
-# (progress on stderr). --dry-run rehearses the same code on the CPU in seconds.
+#                                [--compile yes] [--mode layout]
+# The default check ends within 6 minutes of this script's start, --compile yes adds the compiled
+# variant's own 3.5, --mode layout takes at most 2 (benchmarks/gpu_check/budget.py). It makes fp
+# importable from this checkout (installing it without dependencies, offline, if needed), then
+# hands over to the benchmark package beside this script (benchmarks/gpu_check/, not installed:
+# run with benchmarks/ on PYTHONPATH), which prints one JSON summary on stdout (progress on
+# stderr). --dry-run rehearses the same code on the CPU in seconds.
 set -euo pipefail
+# the start, so that the check counts its start-up (python, import torch) against the slot
+FP_GPU_CHECK_STARTED=$(date +%s.%N)
+export FP_GPU_CHECK_STARTED
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3

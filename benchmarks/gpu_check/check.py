@@ -1,93 +1,40 @@
-"""The GPU check's parts in order, each wrapped so that a failing part records
-``{"ok": false, "error": ...}`` and the rest still run, inside one time budget; and the sizes
-they run at (``FULL`` on the GPU, ``DRY`` on a CPU: the same functions, tiny numbers)."""
+"""The default mode of the GPU check: the environment, a NCCL group, data on the device, one prune
+event of each paper measure (its ranking scored again with TF32 allowed), paired training steps
+with TF32 off and on, and 2-3 epochs of the paper's ResNet-56 protocol in fp32 and in bf16 +
+channels_last (and compiled, opt-in), extrapolated to 160 epochs; parts in order, inside the
+``budget`` plan."""
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 import fp
 
-from . import monitor, probes, train
-
-#: the checkout this benchmark lives in: the experiments are its gin/ files
-REPO = Path(__file__).resolve().parents[2]
-EXPERIMENT = "gin/resnet56_snip.gin"
-FOLDER = "gin/base/cifar10_folder.gin"
-AMP = ["experiment.amp = True", "experiment.channels_last = True"]
-VARIANTS = {"fp32": [], "amp_channels_last": AMP,
-            "amp_channels_last_compile": [*AMP, "experiment.compile = True"]}
+from . import monitor, probes, steps, train
+from .budget import CHECK_PARTS, COMPILE_PART, Plan, with_compile, worst_case_s
+from .parts import Parts
+from .sizes import COMPILED, EXPERIMENT, FOLDER, REPO, VARIANTS, Sizes
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """How big everything is: FULL is the paper protocol on the GPU, DRY the same code on a CPU."""
-
-    device: str = "cuda"
-    epochs: int = 3
-    budget_s: float = 420.0                 # the whole check, inside an 8-minute slot
-    shrink: tuple[str, ...] = ()            # bindings that make the experiment small
-    synthetic: tuple[int, int, int] = (50000, 10000, 32)  # train, test images, pixels: CIFAR-10's
-    folder_pixels: int | None = None        # imagefolder.image_size (None: the gin file's)
-    per_class: int | None = None            # archive images unpacked per class (None: all)
-    amp_reserve_s: float = 60.0             # kept for the bf16 run while fp32 trains
-    compile_min_s: float = 150.0            # the least time left to start the compiled run
-    backend: str = "nccl"
-
-
-FULL = Sizes()
-#: 16 training images of a class at least (synthetic: 256 with random labels, 21 or more of
-#: each), so the balanced draws of grasp and grad_norm find their 12 per class
-DRY = Sizes(device="cpu", epochs=2, budget_s=240.0, synthetic=(256, 64, 16), folder_pixels=16,
-            per_class=16, amp_reserve_s=5.0, compile_min_s=0.0, backend="gloo",
-            shrink=("model.architecture = 'resnet20'", "train.batch_size = 64",
-                    "train.test_batch_size = 64", "prune.samples = 128", "prune.batch_size = 64"))
-
-
-def log(message: str) -> None:
-    print(f"gpu_check: {message}", file=sys.stderr, flush=True)
-
-
-class Check:
+class Check(Parts):
     """The parts in order, sharing the data plan and the dense experiment the probes use."""
 
+    mode = "check"
+
     def __init__(self, sizes: Sizes, stack: contextlib.ExitStack, *, data: Path | None = None,
-                 epochs: int | None = None, budget: float | None = None, compile: str = "auto"):
-        self.sizes, self.stack, self.archive, self.compile = sizes, stack, data, compile
-        self.device = torch.device(sizes.device)
+                 epochs: int | None = None, budget: float | None = None, compile: str = "auto",
+                 startup_s: float | None = None):
+        self.compile_skipped = compile_skip_reason(compile, torch.device(sizes.device))
+        parts = CHECK_PARTS if self.compile_skipped else with_compile(CHECK_PARTS)
+        super().__init__(sizes, Plan(parts, budget, startup_s))
+        self.stack, self.archive = stack, data
         self.epochs = epochs or sizes.epochs
-        self.start = time.perf_counter()
-        self.end = self.start + (budget or sizes.budget_s)
-        self.report: dict[str, Any] = {"summary": {}, "parts": {}}
         self.files, self.bindings, self._run = [EXPERIMENT], [], None
-
-    def left(self) -> float:
-        return self.end - time.perf_counter()
-
-    def part(self, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        log(f"{name} ({self.left():.0f} s of the budget left)")
-        self.report["parts"][name] = found = {"ok": False, "error": "still running"}
-        monitor.reset_peak(self.device)
-        start = time.perf_counter()
-        try:
-            found.update({"ok": True, "error": None, **work()})
-        except Exception as exc:  # noqa: BLE001 - one failing part must not stop the others
-            found["error"] = monitor.error_text(exc)
-            log(f"{name} failed: {found['error']}")
-            traceback.print_exc(file=sys.stderr)  # the whole story for the log, one line in JSON
-        if found["error"] is None:
-            del found["error"]
-        found.update(part_s=round(time.perf_counter() - start, 3),
-                     peak_gpu_memory=monitor.peak_memory(self.device))
-        return found
 
     def run(self) -> dict[str, Any]:
         self.part("environment", lambda: monitor.environment(self.device))
@@ -96,7 +43,10 @@ class Check:
             self.use_synthetic()
             self.report["parts"]["data"]["fallback"] = "the other parts use synthetic data"
         self.part("on_device_data", self.on_device_data)
-        self.part("scoring", lambda: probes.prune_events(self.built()))
+        self.part("scoring", lambda: probes.prune_events(
+            self.built(), deadline=self.deadline("scoring")))
+        self.part("tf32_training", lambda: steps.tf32_training(
+            self.built(), self.sizes.tf32_steps, self.sizes.tf32_pairs, self.sizes.step_batch))
         self._run = None  # frees its data and model before training measures peak memory
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -105,7 +55,9 @@ class Check:
         return self.report
 
     def process_group(self) -> dict[str, Any]:
-        found = probes.process_group(self.sizes.backend, self.device)
+        found = probes.process_group(self.sizes.backend, self.device,
+                                     timeout=max(5.0, self.deadline("process_group")
+                                                 - time.perf_counter()))
         if self.sizes.backend != "nccl":
             found["nccl"] = {"skipped": monitor.NO_CUDA}
         return found
@@ -128,12 +80,7 @@ class Check:
                 "unpack_s": round(time.perf_counter() - start, 3), **found}
 
     def use_synthetic(self) -> None:
-        train_n, test_n, pixels = self.sizes.synthetic
-        self.files = [EXPERIMENT]
-        self.bindings = ["data.dataset = 'synthetic'", f"synthetic.num_train = {train_n}",
-                         f"synthetic.num_test = {test_n}",
-                         f"synthetic.shape = (3, {pixels}, {pixels})",
-                         "train.lr = 0.01"]  # random labels: a small step keeps the loss finite
+        self.files, self.bindings = [EXPERIMENT], synthetic_bindings(self.sizes)
 
     def common(self) -> tuple[list[str], list[str]]:
         files = [str(REPO / f) for f in self.files]
@@ -165,40 +112,59 @@ class Check:
         self.part("protocol", protocol)
         timed: dict[str, dict[str, Any]] = {}
         for name, extra in VARIANTS.items():
-            key, skip = f"train_{name}", self.skip_reason(name)
-            if skip or not plan:
-                self.report["parts"][key] = timed[name] = (
-                    {"ok": True, "skipped": skip} if skip else
-                    {"ok": False, "error": "the protocol part failed, so nothing was timed"})
+            key = f"train_{name}"
+            if name == COMPILED and self.compile_skipped:
+                timed[name] = self.skip(key, self.compile_skipped)
                 continue
-            deadline = self.end - (self.sizes.amp_reserve_s if name == "fp32" else 10.0)
-            timed[name] = self.part(key, lambda extra=extra, deadline=deadline: train.time_variant(
+            if not plan:
+                self.report["parts"][key] = timed[name] = {
+                    "ok": False, "error": "the protocol part failed, so nothing was timed"}
+                continue
+            if name == COMPILED:
+                extra = (*extra, f"experiment.compile_backend = {self.sizes.compile_backend!r}")
+            timed[name] = self.part(key, lambda extra=extra, key=key: train.time_variant(
                 files, [*bindings, *plan["short"], *extra], plan["proto"], device=self.device,
-                deadline=deadline))
+                deadline=self.deadline(key)))
         self.part("compile", lambda: train.compare(timed))
-
-    def skip_reason(self, name: str) -> str:
-        if "compile" not in name or self.compile == "yes":
-            return ""
-        if self.compile == "no":
-            return "--compile no"
-        if self.device.type != "cuda":
-            return f"{monitor.NO_CUDA} (torch.compile is timed on the GPU; --compile yes forces it)"
-        if self.left() < self.sizes.compile_min_s:
-            return (f"the time budget is short: {self.left():.0f} s left, the compiled run "
-                    f"needs {self.sizes.compile_min_s:.0f} s")
-        return ""
 
     def summary(self) -> dict[str, Any]:
         found = self.report["parts"]
-        return {"ok": all(p.get("ok") for p in found.values()),
-                "failed": [n for n, p in found.items() if not p.get("ok")],
-                "dry_run": self.device.type != "cuda", "device": str(self.device),
-                "gpu": found.get("environment", {}).get("gpu", {}).get("name"),
-                "experiment": EXPERIMENT, "epochs_timed": self.epochs,
+        return {**self.common_summary(), "experiment": EXPERIMENT, "epochs_timed": self.epochs,
                 "data": found.get("data", {}).get("source", "synthetic"),
                 "full_protocol_h": {n: p["extrapolation"]["full_protocol_h"] for n, p in
                                     found.items() if "extrapolation" in p},
                 "compile_pays": found.get("compile", {}).get("compile_pays"),
-                "budget_s": round(self.end - self.start, 1),
-                "total_s": round(time.perf_counter() - self.start, 2)}
+                "compile_verdict": found.get("compile", {}).get("verdict"),
+                "tf32": tf32_summary(found),
+                "time": self.time_report()}
+
+
+def compile_skip_reason(choice: str, device: torch.device) -> str:
+    """Why the compiled variant is not timed ("" when it is): ``--compile no``, or ``auto`` on a
+    GPU, where it is opt-in (the dry run rehearses it with the eager backend)."""
+    if choice == "yes" or (choice == "auto" and device.type != "cuda"):
+        return ""
+    if choice == "no":
+        return "--compile no"
+    extra = sum(COMPILE_PART.values())
+    return (f"opt-in on a GPU (--compile yes): it adds its own {extra:.0f} s to the budget, a "
+            f"slot of {worst_case_s(sum(CHECK_PARTS.values()) + extra) / 60:.1f} min in all, "
+            f"for an Inductor compile of every model it trains")
+
+
+def synthetic_bindings(sizes: Sizes) -> list[str]:
+    train_n, test_n, pixels = sizes.synthetic
+    return ["data.dataset = 'synthetic'", f"synthetic.num_train = {train_n}",
+            f"synthetic.num_test = {test_n}", f"synthetic.shape = (3, {pixels}, {pixels})",
+            "train.lr = 0.01"]  # random labels: a small step keeps the loss finite
+
+
+def tf32_summary(parts: dict[str, Any]) -> dict[str, Any]:
+    """The TF32 report in short: per measure, how far its ranking moved; how much faster a
+    training step ran."""
+    measures = parts.get("scoring", {}).get("measures", {})
+    rankings = {name: {key: m["tf32"][key] for key in ("spearman", "decisions_differ")}
+                for name, m in measures.items() if "spearman" in m.get("tf32", {})}
+    training = parts.get("tf32_training", {})
+    return {"rankings": rankings, "training_step_speedup": training.get("tf32_speedup"),
+            "tf32_has_effect": training.get("tf32_has_effect")}

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from fp import precision
+
 NO_CUDA = "no CUDA in dry-run"
 MB = 2 ** 20
 #: set by benchmarks/gpu_check.sh: whether it had to install the checkout to make fp importable
@@ -25,7 +27,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     found = {"python": sys.version.split()[0], "torch": torch.__version__,
              "cuda_build": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
              "fp_install": os.environ.get(INSTALL_ENV, "not started by gpu_check.sh"),
-             "cpus": os.cpu_count(), "nvidia_smi": shutil.which("nvidia-smi")}
+             "cpus": os.cpu_count(), "nvidia_smi": shutil.which("nvidia-smi"),
+             "tf32_at_start": precision.tf32_enabled()}  # torch's default, before any run sets it
     if device.type != "cuda":
         return {**found, "gpu": {"skipped": NO_CUDA}}
     props = torch.cuda.get_device_properties(device)

@@ -1,13 +1,16 @@
 """The GPU check's probes besides training: the data archive, the experiment as ``fp run`` builds
-it, data on the device, a one-process NCCL group, and one prune event of each paper measure. They
-use fp's public API only (the ``fp`` facade, ``fp.run``, ``fp.nn``, ``fp.hookspecs``)."""
+it, data on the device, a one-process NCCL group, and one prune event of each paper measure, its
+scores computed again with TF32 allowed (``rankings``). They use fp's public API only (the ``fp``
+facade, ``fp.run``, ``fp.nn``, ``fp.device``, ``fp.hookspecs``)."""
 from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -18,6 +21,7 @@ from fp.device import free_memory
 from fp.hookspecs import hookimpl
 from fp.nn import FILTER
 
+from . import rankings
 from .monitor import MB, clock, error_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,11 +154,14 @@ def process_group(backend: str, device: torch.device, timeout: float = 90) -> di
     return {"ok": found["all_reduce_value"] == 2.0, **found}  # the sum over a world of one
 
 
-def prune_events(run: Run, measures=PAPER_MEASURES) -> dict[str, Any]:
+def prune_events(run: Run, measures=PAPER_MEASURES, deadline: float = math.inf) -> dict[str, Any]:
     """One prune event of each measure on the run's dense model, as the engine runs one: draw the
     first event's scoring batches (``Run.scoring_batches``), score through a fresh ScoreContext
     with the run's ``prune.*`` settings, then remove the protocol's first round from a copy of
-    the model with ``fp.prune`` on those scores. Clocks read after a CUDA synchronisation."""
+    the model with ``fp.prune`` on those scores. Clocks read after a CUDA synchronisation. Then,
+    untimed, the same batches scored with TF32 allowed and the decisions compared
+    (``rankings``), for every measure whose event ends before ``deadline`` (a perf_counter
+    time; the comparison is skipped after it, the events never)."""
     prune = run.settings.prune
     device = run.device
     plan = first_rounds(run)
@@ -169,11 +176,13 @@ def prune_events(run: Run, measures=PAPER_MEASURES) -> dict[str, Any]:
                                 else HVP_SHARE * free) / MB, 1),
         "hvp_budget_rule": ("prune.hvp_memory_gb" if prune.hvp_memory_gb is not None else
                             f"{HVP_SHARE:g} x the free {device.type} memory at the event"),
+        "tf32_compared_at": f"the protocol's first event: {first_round:.4f} of the filters removed",
         "measures": {}}
     one_event(run, "snip", first_round, example, batches=1)  # untimed: one-off kernel selection
     for name in measures:
         try:
-            found["measures"][name] = {"ok": True, **one_event(run, name, first_round, example)}
+            found["measures"][name] = {"ok": True, **one_event(run, name, first_round, example,
+                                                               deadline=deadline)}
         except Exception as exc:  # noqa: BLE001 - one measure failing must not hide the others
             found["measures"][name] = {"ok": False, "error": error_text(exc)}
     found["ok"] = all(m["ok"] for m in found["measures"].values())
@@ -212,31 +221,68 @@ def balanced_draw(run: Run, measure: fp.Measure) -> bool | None:
 
 
 def one_event(run: Run, name: str, target: float, example: torch.Tensor,
-              batches: int | None = None) -> dict[str, Any]:
-    prune, device = run.settings.prune, run.device
+              batches: int | None = None, deadline: float = -math.inf) -> dict[str, Any]:
+    """One timed prune event of measure ``name`` (see ``prune_events``); before ``deadline``, its
+    TF32 comparison too."""
+    device = run.device
     run.measure = measure = run.manager.registries["measures"].build(name)
     start = clock(device)
     drawn = run.scoring_batches(1)
     drawn = drawn[:batches] if batches else drawn
     drawn_at = clock(device)
     free = free_memory(device)
-    seed = run.settings.experiment.seed
-    ctx = fp.ScoreContext(run.model, drawn, device=device, temperature=(
-        measure.temperature if prune.temperature is None else prune.temperature),
-        hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
-        layout=prune.scoring_layout, seed=seed)
-    ctx.info["scoring_seed"] = seed
+    ctx = score_context(run, measure, drawn, tf32=False)
     scores = fp.score(None, measure, None, granularity=FILTER, temperature=ctx.temperature,
                       ctx=ctx)
     scored_at = clock(device)
     model = copy.deepcopy(run.model)
+    rankings.tag_filters(model, list(scores))  # the weights say which filters survive
     cut_at = clock(device)
+    surgery(run, model, scores, target, example)
+    end = clock(device)
+    found = {"draw_s": round(drawn_at - start, 4), "score_s": round(scored_at - drawn_at, 4),
+             "surgery_s": round(end - cut_at, 4),
+             "event_s": round(end - cut_at + scored_at - start, 4),
+             "samples": sum(len(y) for _, y in drawn), "balanced": balanced_draw(run, measure),
+             "free_memory_mb": round(free / MB, 1), **ctx.info}
+    if time.perf_counter() < deadline:
+        found["tf32"] = tf32_ranking(run, measure, drawn, scores,
+                                     rankings.kept_filters(model, list(scores)), target, example)
+    elif deadline > -math.inf:
+        found["tf32"] = {"skipped": "the scoring part's budget ran out"}
+    return found
+
+
+def score_context(run: Run, measure: fp.Measure, drawn: list, tf32: bool) -> fp.ScoreContext:
+    """A fresh ScoreContext as a prune event of ``run`` makes one, TF32 allowed or not."""
+    prune, seed = run.settings.prune, run.settings.experiment.seed
+    ctx = fp.ScoreContext(run.model, drawn, device=run.device, temperature=(
+        measure.temperature if prune.temperature is None else prune.temperature),
+        hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
+        layout=prune.scoring_layout, seed=seed, tf32=tf32)
+    ctx.info["scoring_seed"] = seed
+    return ctx
+
+
+def surgery(run: Run, model: torch.nn.Module, scores: dict[str, torch.Tensor], target: float,
+            example: torch.Tensor) -> None:
+    """``fp.prune`` of ``model`` on given ``scores`` with the run's ``prune.*`` options."""
+    prune = run.settings.prune
     fp.prune(model, GivenScores(scores), (), target, example_inputs=example,
              target_type=prune.target_type, max_fraction=prune.max_fraction,
              protected=tuple(prune.protected), round_to=prune.round_to, residual=prune.residual)
-    end = clock(device)
-    return {"draw_s": round(drawn_at - start, 4), "score_s": round(scored_at - drawn_at, 4),
-            "surgery_s": round(end - cut_at, 4),
-            "event_s": round(end - cut_at + scored_at - start, 4),
-            "samples": sum(len(y) for _, y in drawn), "balanced": balanced_draw(run, measure),
-            "free_memory_mb": round(free / MB, 1), **ctx.info}
+
+
+def tf32_ranking(run: Run, measure: fp.Measure, drawn: list, scores: dict[str, torch.Tensor],
+                 kept: dict[str, set[int]], target: float, example: torch.Tensor) -> dict[str, Any]:
+    """The event's batches scored again with TF32 allowed, its decisions taken on a tagged copy,
+    and both compared with the full-fp32 ones (``rankings.compare``)."""
+    start = clock(run.device)
+    ctx = score_context(run, measure, drawn, tf32=True)
+    tf32 = fp.score(None, measure, None, granularity=FILTER, temperature=ctx.temperature, ctx=ctx)
+    scored_at = clock(run.device)
+    model = copy.deepcopy(run.model)
+    rankings.tag_filters(model, list(tf32))
+    surgery(run, model, tf32, target, example)
+    return {**rankings.compare(scores, tf32, kept, rankings.kept_filters(model, list(tf32))),
+            "score_s": round(scored_at - start, 4)}
