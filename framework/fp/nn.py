@@ -84,10 +84,6 @@ def batch_loss(model: nn.Module, x: Tensor, y: Tensor, temperature: float) -> Te
     return tempered_loss(model(x), y, temperature)
 
 
-__all__ = ["FILTER", "GRANULARITIES", "PRUNABLE_LAYERS", "WEIGHT", "batch_loss", "check_granularity", "eval_mode", "filter_sums",
-           "prunable_layers", "prunable_weights", "tempered_loss", "unwrapped"]
-
-
 def is_channels_last(tensor: Tensor) -> bool:
     """Whether ``tensor`` is laid out channels-last and not also contiguous (a 4-d tensor whose
     size-1 dimensions make both layouts the same is neither: no layout can be lost)."""
@@ -109,3 +105,8 @@ def to_channels_last(model: nn.Module, names) -> None:
         tensor = tensors.get(name)
         if tensor is not None and tensor.dim() == 4:
             tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+
+
+__all__ = ["FILTER", "GRANULARITIES", "PRUNABLE_LAYERS", "WEIGHT", "batch_loss", "channels_last_names",
+           "check_granularity", "eval_mode", "filter_sums", "is_channels_last", "prunable_layers",
+           "prunable_weights", "tempered_loss", "to_channels_last", "unwrapped"]
