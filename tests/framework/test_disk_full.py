@@ -463,3 +463,25 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path):
         os.umask(previous)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
     assert os.umask(previous) == previous  # the umask was put back
+
+
+def test_a_full_disk_under_tensorboards_writer_is_one_sentence_that_resumes(tmp_path, monkeypatch,
+                                                                             capfd):
+    """TensorBoard writes its event file from a thread of its own; a refused write there ends the
+    run with the StorageError naming the event file and the resume advice, and the thread
+    prints no traceback."""
+    from tensorboard.summary.writer import record_writer
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full)
+    binds = ["train.epochs = 1", "prune.rounds = 1", "digits.size = 8", "prune.samples = 64",
+             "flow.enabled = False"]
+    with pytest.raises(StorageError) as caught:
+        fp.run_experiment(["gin/quickstart.gin"], binds, out=tmp_path / "r", quiet=True)
+    message = str(caught.value)
+    assert "events.out.tfevents" in message and str(tmp_path / "r") in message
+    assert "no space" in message and "run the same command again to resume" in message
+    assert "Traceback" not in capfd.readouterr().err
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").exists()

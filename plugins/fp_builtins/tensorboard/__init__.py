@@ -23,14 +23,17 @@ events), ``tensorboard.log_every`` (steps between batch-loss points, 0 = none). 
 """
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Iterator
 
 import gin
 import torch
 
 import fp
-from fp.errors import ConfigError
+from fp.errors import ConfigError, StorageError
 from fp.run import layer_tag
 from fp_builtins.tensorboard.hparams import write_hparams_end, write_hparams_start
 from fp_builtins.tensorboard.layout import write_layout
@@ -79,56 +82,101 @@ def _open(run) -> dict[str, Any] | None:
     # A resume replays from its checkpoint, which is saved after the epoch-end logging at
     # run.step: TensorBoard keeps what an earlier process logged below purge_step, drops the rest.
     purge_step = run.step + 1 if run.resumed else None
+    if threading.excepthook is _PREVIOUS_EXCEPTHOOK:
+        threading.excepthook = _quiet_writer_thread
     writer = SummaryWriter(log_dir=str(run.out_dir), purge_step=purge_step)
     return {"settings": settings, "writer": writer}
 
 
+@contextlib.contextmanager
+def refused_writes_named(run) -> Iterator[None]:
+    """A write the file system refuses for lack of space or permission (the event file's, or
+    the writer opening it) becomes a StorageError naming the event file; the run then says how
+    it resumes. TensorBoard writes from a thread of its own, which reports the error to the next
+    call here: that thread's own traceback is not printed (``_quiet_writer_thread``)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in StorageError.CAUSES:
+            raise
+        raise StorageError.writing(_event_file(run), exc.errno, "log it again") from exc
+
+
+def _event_file(run) -> Path:
+    """The run's event file (its folder where the writer has none yet)."""
+    board = run.state.get(STATE_KEY)
+    writer = board["writer"] if board else None
+    try:
+        return Path(writer._get_file_writer().event_writer._file_name)
+    except AttributeError:  # not opened yet, or another TensorBoard's writer layout
+        return Path(run.out_dir) / "events.out.tfevents"
+
+
+def _quiet_writer_thread(args) -> None:
+    """threading.excepthook: TensorBoard's writer thread's refused write is reported once, by
+    the hook that next writes (``refused_writes_named``), not as a traceback of its own."""
+    exc = args.exc_value
+    if (type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(exc, OSError)
+            and exc.errno in StorageError.CAUSES):
+        return
+    _PREVIOUS_EXCEPTHOOK(args)
+
+
+_PREVIOUS_EXCEPTHOOK = threading.excepthook
+
+
 @fp.hookimpl(trylast=True)  # last, so the other plugins' settings are in the operative config
 def run_start(run) -> None:
-    writer = writer_for(run)
-    if writer is None:
-        return
-    # fenced, so TensorBoard's markdown keeps the gin file's line breaks and '#' comments
-    writer.add_text("config/operative", f"```\n{fp.operative_config()}\n```", run.step)
-    write_layout(writer)
-    from fp.tools.sweep.record import folder_grid  # here: `fp list` does not load the sweep
+    with refused_writes_named(run):
+        writer = writer_for(run)
+        if writer is None:
+            return
+        # fenced, so TensorBoard's markdown keeps the gin file's line breaks and '#' comments
+        writer.add_text("config/operative", f"```\n{fp.operative_config()}\n```", run.step)
+        write_layout(writer)
+        from fp.tools.sweep.record import folder_grid  # here: `fp list` does not load the sweep
 
-    write_hparams_start(writer, run.config, folder_grid(run.out_dir), run.step)
-    writer.flush()  # TensorBoard lists the run, and its HParams row, before its first epoch ends
+        write_hparams_start(writer, run.config, folder_grid(run.out_dir), run.step)
+        # TensorBoard lists the run, and its HParams row, before its first epoch ends
+        writer.flush()
 
 
 @fp.hookimpl
 def log_scalars(run, scalars: dict[str, float], step: int) -> None:
-    writer = writer_for(run)
-    if writer is None:
-        return
-    for tag, value in scalars.items():
-        writer.add_scalar(tag, value, step)
+    with refused_writes_named(run):
+        writer = writer_for(run)
+        if writer is None:
+            return
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, step)
 
 
 @fp.hookimpl
 def after_step(run, step: int, loss: torch.Tensor) -> None:
-    board = _board(run)
-    if board is None:
-        return
-    every = board["settings"]["log_every"]
-    if every and step % every == 0:
-        board["writer"].add_scalar("train/batch_loss", loss.item(), step)  # item() syncs: rarely
+    with refused_writes_named(run):
+        board = _board(run)
+        if board is None:
+            return
+        every = board["settings"]["log_every"]
+        if every and step % every == 0:
+            # item() syncs: rarely
+            board["writer"].add_scalar("train/batch_loss", loss.item(), step)
 
 
 @fp.hookimpl
 def after_prune(run, event) -> None:
-    board = _board(run)
-    if board is None:
-        return
-    writer = board["writer"]
-    writer.add_scalar("prune/target", event.target, event.step)
-    if event.sparsity is not None:
-        writer.add_scalar("prune/sparsity", event.sparsity, event.step)
-    for name, width in event.widths_after.items():
-        writer.add_scalar(layer_tag(name, "width"), width, event.step)
-    if board["settings"]["histograms"]:
-        write_score_histograms(writer, event.scores, event.step)
+    with refused_writes_named(run):
+        board = _board(run)
+        if board is None:
+            return
+        writer = board["writer"]
+        writer.add_scalar("prune/target", event.target, event.step)
+        if event.sparsity is not None:
+            writer.add_scalar("prune/sparsity", event.sparsity, event.step)
+        for name, width in event.widths_after.items():
+            writer.add_scalar(layer_tag(name, "width"), width, event.step)
+        if board["settings"]["histograms"]:
+            write_score_histograms(writer, event.scores, event.step)
 
 
 def write_score_histograms(writer: "SummaryWriter", scores: dict[str, torch.Tensor],
@@ -145,20 +193,22 @@ def write_score_histograms(writer: "SummaryWriter", scores: dict[str, torch.Tens
 
 @fp.hookimpl(trylast=True)  # after other plugins logged this epoch, so the flush includes them
 def after_epoch(run, epoch: int, metrics: dict[str, float]) -> None:
-    writer = writer_for(run)
-    if writer is None:
-        return
-    for key, tag in EPOCH_TAGS.items():
-        if metrics.get(key) is not None:
-            writer.add_scalar(tag, metrics[key], run.step)
-    writer.flush()
+    with refused_writes_named(run):
+        writer = writer_for(run)
+        if writer is None:
+            return
+        for key, tag in EPOCH_TAGS.items():
+            if metrics.get(key) is not None:
+                writer.add_scalar(tag, metrics[key], run.step)
+        writer.flush()
 
 
 @fp.hookimpl(trylast=True)
 def run_end(run, summary: dict[str, Any]) -> None:
-    writer = writer_for(run)
-    if writer is None:
-        return
-    write_hparams_end(writer, run.step)
-    writer.close()
-    run.state[STATE_KEY] = None  # closed: later calls get None instead of reopening a file
+    with refused_writes_named(run):
+        writer = writer_for(run)
+        if writer is None:
+            return
+        write_hparams_end(writer, run.step)
+        writer.close()
+        run.state[STATE_KEY] = None  # closed: later calls get None instead of reopening a file
