@@ -24,7 +24,8 @@ from fp.errors import FpError
 TINY = Sizes(loop_repeats=1, score_architecture="small_cnn", score_batches=1, batch_size=8,
              train_architecture="small_cnn", train_batches=2, augment_images=32, loader_workers=2,
              repeats=1, image_shape=(3, 8, 8), outside_batches=1,
-             outside_batch_size=4, outside_repeats=1)
+             outside_batch_size=4, outside_repeats=1, prune_models=(("resnet18", 16),),
+             prune_batches=1, prune_batch_size=4, prune_repeats=1)
 OUTSIDE = ["snip", "taylor", "biased_snip", "fisher", "bn_taylor", "grasp", "grad_norm"]
 OUTSIDE_MODELS = ["torchvision_resnet18", "small_cnn"]
 KEYS = {"name", "ratio", "target", "ok", "ratio_is", "measured_s", "baseline_s", "baseline",
@@ -42,6 +43,7 @@ def test_rows_cover_every_benchmark_and_every_registered_measure(rows):
                                          + [f"score/{m}" for m in measures]
                                          + [f"outside/{m}/{model}" for model in OUTSIDE_MODELS
                                             for m in OUTSIDE]
+                                         + ["outside/prune/resnet18"]
                                          + ["prune_surgery", "latency_target", "amp_channels_last",
                                             "cli_help", "cli_list_measures"])
     assert set(TARGETS) <= set(measures)  # every target names a real measure
@@ -94,6 +96,22 @@ def test_the_loop_divides_by_t_only_for_a_measure_whose_class_sets_it():
     assert outside.defining_temperature(build("grad_norm")) == 1.0
     assert outside.defining_temperature(build("snip")) is None
     assert outside.defining_temperature(build("taylor", temperature=2.0)) is None
+
+
+def test_outside_prune_rows_time_fp_prune_against_torch_pruning(rows):
+    row = {r["name"]: r for r in rows}["outside/prune/resnet18"]
+    assert row["target"] == outside.PRUNE_TARGET == "<= 1.0"
+    assert row["baseline"] == outside.PRUNE_BASELINE and "GroupTaylorImportance" in row["baseline"]
+    assert "1 batches of 4, input (3, 16, 16)" in row["notes"]
+    assert "fp.prune" in row["notes"] and "Torch-Pruning" in row["notes"]
+
+
+def test_the_torch_pruning_side_prunes_a_copy_and_keeps_the_classifier():
+    model = outside.torchvision_model("resnet18", 10)
+    batches = outside.random_batches(1, 2, 16, 10, torch.device("cpu"))
+    pruned = outside.torch_pruning_taylor(model, batches, outside.PRUNE_AMOUNT)
+    assert pruned.fc.out_features == 10 and pruned.fc.in_features < 512
+    assert pruned(batches[0][0]).shape == (2, 10)
 
 
 def test_outside_rows_leave_the_model_in_its_own_mode():

@@ -110,9 +110,9 @@ def prune_event(model: nn.Module, measure: str | Measure, data: Iterable | Score
     ``data`` is the scoring batches, or a ``ScoreContext`` built on ``model`` (a run's: seeded,
     with its Hessian-gradient and layout settings). ``example_inputs`` trace the model (default:
     the first example of the first batch). ``dense`` holds the dense model's statistics that
-    targets are fractions of (default: the model's own now, ``dense_stats``). ``carry`` tensors,
-    keyed and shaped like parameters (SGD momentum), are pruned like them
-    (``record.result.carried``).
+    targets are fractions of (default: the model's own now, ``dense_stats``, with the FLOPs
+    counted for a FLOP target only). ``carry`` tensors, keyed and shaped like parameters (SGD
+    momentum), are pruned like them (``record.result.carried``).
 
     A latency target times pruned copies with ``latency_fn(model) -> (seconds, noise)`` against
     ``dense_model`` (default: ``fp.pruning.dense_reference``). ``candidate`` skips the timing and
@@ -146,8 +146,8 @@ def prune_event(model: nn.Module, measure: str | Measure, data: Iterable | Score
         apply_masks(model, masks)
         record.masks, record.sparsity = masks, sparsity(model, masks)
         return model, record
-    if dense is None:
-        dense = dense_stats(model, example_inputs)
+    if dense is None:  # the FLOP count is a forward pass: only a FLOP target reads it
+        dense = dense_stats(model, example_inputs, flops=options.target_type == "flops")
     common = dict(example_inputs=example_inputs, dense=dense, max_fraction=options.max_fraction,
                   protected=options.protected, carry=carry, round_to=options.round_to)
     if options.target_type == "latency":

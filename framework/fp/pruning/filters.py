@@ -14,14 +14,14 @@ from torch import Tensor, nn
 from fp.errors import ConfigError, PruningError
 from fp.pruning.costs import slot_costs
 from fp.pruning.filter_masks import filter_masks
-from fp.pruning.groups import channel_groups
+from fp.pruning.groups import channel_groups, dependency_graph
 from fp.pruning.residual import (Residual, apply_selection, check_residual, mask_costs,
                                  ranked_filters, split_residual)
 from fp.pruning.select import (DEFAULT_MAX_FRACTION, check_fraction, check_round_to, check_target,
                                select_ranked)
 from fp.pruning.stats import (count_flops, count_params, filter_widths, kept_widths, layer_flops,
                               prunable_filters)
-from fp.pruning.surgery import PruneResult, check_surgery, prune_channels
+from fp.pruning.surgery import PruneResult, Snapshot, prune_and_run
 
 #: parameter and FLOP savings are estimated, so the event re-measures and tops up at most this often
 MAX_ROUNDS = 8
@@ -51,6 +51,11 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
     ``widths`` (weight name -> out-channels; see ``stats.dense_stats``) that anchor the per-layer
     cap. Without them the widths the model has at its first prune event count as dense (kept in
     ``model.fp_dense_widths``).
+
+    The model is traced once (one dependency graph for every round), and every surgery is
+    followed by one forward pass of one example (``surgery.prune_and_run``). Any failure, that
+    check's included, puts the model back as it was before the event (``surgery.Snapshot``)
+    before the error goes up: a refused event leaves a model that works as it did.
     """
     dense_total = checked_total(dense, target, target_type, max_fraction, round_to)
     check_residual(residual)
@@ -58,15 +63,37 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
         raise ConfigError("this model has masked filters (pruned with residual='masked'); prune "
                           "it again with residual='masked'.")
     dense_widths = dense_widths_of(model, dense)
+    snapshot = Snapshot(model)  # references, no copy: a failed event puts the model back
+    try:
+        result = prune_rounds(model, filter_scores, target, dense_total, dense_widths, snapshot,
+                              example_inputs=example_inputs, target_type=target_type,
+                              max_fraction=max_fraction, protected=tuple(protected),
+                              carry=carry, round_to=round_to, residual=residual)
+    except BaseException:
+        snapshot.restore()
+        raise
+    result.widths_after = kept_widths(model)
+    result.removed = {name: idx.sort().values for name, idx in result.removed.items()}
+    result.masked = {name: idx.sort().values for name, idx in result.masked.items()}
+    return result
+
+
+def prune_rounds(model: nn.Module, filter_scores: dict[str, Tensor], target: float,
+                 dense_total: float, dense_widths: dict[str, int], snapshot: Snapshot, *,
+                 example_inputs: Tensor, target_type: str, max_fraction: float,
+                 protected: tuple[str, ...], carry: dict[str, Tensor] | None, round_to: int,
+                 residual: str) -> PruneResult:
+    """``prune_filters``' rounds: rank, select, mask and remove, until the target is met. The
+    model is traced once, on the first round that has something to remove."""
     result = PruneResult(widths_before=kept_widths(model), carried=dict(carry or {}))
     alive = {name: torch.arange(width) for name, width in filter_widths(model).items()}
-    scores = dict(filter_scores)
+    scores, graph = dict(filter_scores), None
     for _ in range(MAX_ROUNDS):
         need = still_needed(model, example_inputs, target, target_type, dense_total)
         if need <= 0:
             break
-        check_surgery(model, example_inputs, protected)  # once per model, on a copy
-        groups = channel_groups(model, example_inputs, protected=protected)
+        graph = dependency_graph(model, example_inputs) if graph is None else graph
+        groups = channel_groups(model, example_inputs, protected=protected, graph=graph)
         split = (split_residual(model, groups) if residual == "masked"
                  else Residual(groups=groups))
         costs = slot_costs(split.groups, target_type, model, example_inputs)
@@ -83,18 +110,19 @@ def prune_filters(model: nn.Module, filter_scores: dict[str, Tensor], target: fl
                               round_to)
         if not selection and not to_mask:
             break
+        for layer in split.masked:
+            if to_mask.get(layer.name):
+                snapshot.keep_rows(model, layer.params, torch.tensor(to_mask[layer.name]))
         for name, rows in apply_selection(model, split, to_mask).items():
             result.masked[name] = torch.cat([result.masked.get(name, rows[:0]), rows])
         if selection:
-            step = prune_channels(model, split.groups, selection, carry=result.carried)
+            step = prune_and_run(model, split.groups, selection, example_inputs,
+                                 carry=result.carried)
             result.carried = step.carried
             record_removed(result.removed, alive, step.removed)
             scores = without_removed(scores, step.removed)
         if target_type == "filters":
             break  # filter savings are exact: one round hits the target
-    result.widths_after = kept_widths(model)
-    result.removed = {name: idx.sort().values for name, idx in result.removed.items()}
-    result.masked = {name: idx.sort().values for name, idx in result.masked.items()}
     return result
 
 

@@ -84,13 +84,23 @@ def checked_scores(name: str, scores: Tensor, group: ChannelGroup) -> Tensor:
     return scores
 
 
-def channel_groups(model: nn.Module, example_inputs: Tensor, *,
-                   protected: Iterable[str] = ()) -> list[ChannelGroup]:
+def dependency_graph(model: nn.Module, example_inputs: Tensor) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of ``model``, traced with ``example_inputs``."""
+    reconcile(model)  # Swin attention gets a forward that any head count suits
+    return build_graph(model, example_inputs)
+
+
+def channel_groups(model: nn.Module, example_inputs: Tensor, *, protected: Iterable[str] = (),
+                   graph: tp.DependencyGraph | None = None) -> list[ChannelGroup]:
     """Every group of ``model`` that may lose channels, traced with ``example_inputs``; attention
     heads are groups too, and groups through an attention module's embedding are left out
-    (see ``attention``)."""
-    reconcile(model)  # Swin attention gets a forward that any head count suits
-    graph = build_graph(model, example_inputs)
+    (see ``attention``).
+
+    ``graph``, ``model``'s ``dependency_graph`` traced before, spares the trace, the costliest
+    part: it stays valid through surgery (torch-pruning maps indices afresh for every group, as
+    its own iterative pruners do), so one prune event traces once however many rounds it takes."""
+    if graph is None:
+        graph = dependency_graph(model, example_inputs)
     names = {module: name for name, module in prunable_layers(model)}
     attention = attention_modules(model)
     kept = protected_layers(model, protected)

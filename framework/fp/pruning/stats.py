@@ -84,11 +84,15 @@ def module_flops(model: nn.Module, counter: FlopCounterMode) -> dict[str, int]:
     return flops
 
 
-def dense_stats(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, Any]:
-    """What pruning targets are fractions of: params, flops, filters and per-weight ``widths``."""
+def dense_stats(model: nn.Module, example_inputs: torch.Tensor, *,
+                flops: bool = True) -> dict[str, Any]:
+    """What pruning targets are fractions of: params, flops, filters and per-weight ``widths``.
+    ``flops=False`` leaves out the FLOP count, a forward pass only a FLOP target reads."""
     widths = filter_widths(model)
-    return {"params": count_params(model), "flops": count_flops(model, example_inputs),
-            "filters": sum(widths.values()), "widths": widths}
+    stats = {"params": count_params(model), "filters": sum(widths.values()), "widths": widths}
+    if flops:
+        stats["flops"] = count_flops(model, example_inputs)
+    return stats
 
 
 def first_example(example_inputs: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,18 @@ parameters anyway.
 torch-pruning's new tensors are contiguous whatever the old ones were. Surgery gives each pruned
 parameter, buffer and carried tensor the memory layout its original had (channels-last stays
 channels-last), so a channels-last model trains on in its own layout after every event.
+
+Tracing cannot see everything: a reshape that hard-codes a channel count, a tensor built outside
+autograd, a ``.detach()`` between layers. They only show once channels are gone, so every surgery
+of a prune event is followed by one forward pass of one example (``prune_and_run``), and a model
+it breaks is put back as it was (``Snapshot``) and refused with a PruningError.
 """
 from __future__ import annotations
 
 import copy
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -97,6 +102,77 @@ def restore_carry(pruned: Tensor | None, original: Tensor, channels_last: bool =
     return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
 
 
+class Snapshot:
+    """What it takes to put ``model`` back as it was, held by reference, not copied.
+
+    torch-pruning never writes into a tensor: it builds new Parameters and buffers and assigns
+    them, and changes plain attributes (``out_channels``, ``num_features``, ``num_heads``, a
+    ``forward`` of ``windows``). So each module's attributes and its parameter, buffer and child
+    tables, the parameters' ``.grad`` and their storage (``to_channels_last`` swaps it) are
+    enough, kept as references: taking a snapshot costs no tensor copy. The one write into a
+    tensor is a filter mask's zeroing (``residual="masked"``): ``keep_rows`` saves those rows first.
+    """
+
+    _TABLES = ("_parameters", "_buffers", "_modules")
+
+    def __init__(self, model: nn.Module):
+        self.modules = [(module, dict(vars(module)),
+                         {table: dict(vars(module)[table]) for table in self._TABLES})
+                        for module in model.modules()]
+        tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()
+        self.tensors = [(t, t.data, t.grad) for t in tensors]
+        self.rows: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def keep_rows(self, model: nn.Module, names: Iterable[str], rows: Tensor) -> None:
+        """Save ``rows`` of the named parameters before they are masked (zeroed in place)."""
+        params = dict(model.named_parameters())
+        for name in names:
+            index = rows.to(params[name].device)
+            self.rows.append((params[name], index, params[name].detach()[index].clone()))
+
+    def restore(self) -> None:
+        for module, attributes, tables in self.modules:
+            for key in [key for key in vars(module) if key not in attributes]:
+                del vars(module)[key]
+            vars(module).update(attributes)
+            for table, entries in tables.items():
+                vars(module)[table].clear()
+                vars(module)[table].update(entries)
+        for tensor, data, grad in self.tensors:
+            tensor.data = data
+            tensor.grad = grad
+        with torch.no_grad():
+            for param, index, values in reversed(self.rows):
+                param[index] = values
+
+
+def prune_and_run(model: nn.Module, groups: list[ChannelGroup], selection: dict[int, list[int]],
+                  example_inputs: Tensor, *, carry: dict[str, Tensor] | None = None) -> PruneResult:
+    """``prune_channels``, then one forward pass of the first example (eval mode, no grad).
+
+    The forward pass is the check that surgery kept the model working (see the module
+    docstring): it costs one small forward and runs the very model the user gets, so it judges
+    the channels actually removed, not a stand-in. A failure of either is a PruningError; the
+    caller puts the model back (``Snapshot``), since only it knows the state to go back to (a
+    prune event's start, before its first round)."""
+    try:
+        result = prune_channels(model, groups, selection, carry=carry)
+        with torch.no_grad(), eval_mode(model):
+            model(example_inputs[:1])
+    except PruningError:
+        raise
+    except Exception as exc:
+        raise surgery_error(model, exc) from exc
+    return result
+
+
+def surgery_error(model: nn.Module, exc: BaseException) -> PruningError:
+    return PruningError(f"{type(model).__name__} cannot be pruned: its forward pass fails once "
+                        f"channels are removed ({reason(exc)}), so torch-pruning's trace misses a "
+                        f"dependency (a reshape with a fixed channel count, a tensor built outside "
+                        f"autograd, ...); the model is left as it was.")
+
+
 #: models whose surgery was already tried on a copy, with the protected names it was tried with
 _CHECKED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
@@ -104,9 +180,9 @@ _CHECKED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDiction
 def check_surgery(model: nn.Module, example_inputs: Tensor, protected: Iterable[str] = ()) -> None:
     """Remove one slot of every group from a copy of ``model`` and run it, once per model.
 
-    Tracing cannot see everything: a reshape that hard-codes a channel count, a tensor built
-    outside autograd, a ``.detach()`` between layers. They only show once channels are gone, so
-    they are caught on a copy, before the real model is touched.
+    For callers that prune copies of ``model`` and time them (``latency``): the copies must run
+    before any of them is chosen. A prune event's own surgery is checked afterwards, on the
+    model itself, by ``prune_and_run``, which needs no copy.
     """
     protected = tuple(protected)
     if _CHECKED.get(model) == protected:
@@ -122,11 +198,9 @@ def check_surgery(model: nn.Module, example_inputs: Tensor, protected: Iterable[
         with torch.no_grad(), eval_mode(trial):
             trial(example_inputs[:1])
     except Exception as exc:
-        raise PruningError(f"{type(model).__name__} cannot be pruned: its forward pass fails once "
-                           f"channels are removed ({reason(exc)}), so torch-pruning's trace misses "
-                           f"a dependency (a reshape with a fixed channel count, a tensor built "
-                           f"outside autograd, ...).") from exc
+        raise surgery_error(model, exc) from exc
     _CHECKED[model] = protected
 
 
-__all__ = ["PruneResult", "check_surgery", "prune_channels", "prune_group"]
+__all__ = ["PruneResult", "Snapshot", "check_surgery", "prune_and_run", "prune_channels",
+           "prune_group", "surgery_error"]

@@ -1,13 +1,18 @@
 import copy
+import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import fp
 from fp.errors import PruningError
-from fp.pruning import (channel_groups, dense_stats, filter_widths, prune_channels, prune_filters,
-                        select_channels)
+from fp.pruning import (channel_groups, dense_stats, filter_masks, filter_widths, prune_channels,
+                        prune_filters, select_channels)
+from fp.pruning import groups as groups_module
+from fp.pruning.filter_masks import mask_rows
+from fp.pruning.surgery import Snapshot
 
 
 def zero_removed_channels(dense: nn.Module, removed: dict[str, torch.Tensor]) -> nn.Module:
@@ -136,14 +141,88 @@ class FixedOffsetNet(nn.Module):
         return self.fc((self.conv(x) + self.offset).mean((2, 3)))
 
 
-@pytest.mark.parametrize("model", [FixedReshapeNet(), FixedOffsetNet()], ids=["reshape", "buffer"])
-def test_a_model_whose_surgery_breaks_it_is_refused_untouched(model, images, filter_scores):
+class UncopyableReshapeNet(FixedReshapeNet):
+    """FixedReshapeNet holding a lock, which ``copy.deepcopy`` refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+BREAKING = [FixedReshapeNet, FixedOffsetNet, UncopyableReshapeNet]
+
+
+@pytest.mark.parametrize("make", BREAKING, ids=lambda cls: cls.__name__)
+def test_a_model_whose_surgery_breaks_it_is_refused_untouched(make, images, filter_scores):
+    model = make().eval()
     state = copy.deepcopy(model.state_dict())
+    params, widths = list(model.parameters()), filter_widths(model)
+    with torch.no_grad():
+        before = model(images)
     with pytest.raises(PruningError, match=f"{type(model).__name__} cannot be pruned") as info:
-        prune_filters(model, filter_scores(model), 0.5, example_inputs=images,
+        prune_filters(model, filter_scores(model), 0.3, example_inputs=images,
                       dense=dense_stats(model, images))
     assert "\n" not in str(info.value)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert list(model.parameters()) == params and filter_widths(model) == widths
+    with torch.no_grad():
+        assert torch.equal(model(images), before)  # usable, and the same function
+
+
+def test_fp_prune_refuses_a_breaking_model_and_leaves_it_working(images):
+    model = FixedOffsetNet().eval()
+    batches = [(images, torch.tensor([0, 1, 2, 3]))]
+    with torch.no_grad():
+        before = model(images)
+    with pytest.raises(PruningError, match="left as it was"):
+        fp.prune(model, "magnitude", batches, 0.3)
+    with torch.no_grad():
+        assert torch.equal(model(images), before)
+    F.cross_entropy(model.train()(images), torch.tensor([0, 1, 2, 3])).backward()
+
+
+def test_a_snapshot_puts_back_a_pruned_and_masked_model(resnet, images):
+    resnet.eval()
+    for param in resnet.parameters():
+        param.grad = torch.full_like(param, 0.5)
+    state = copy.deepcopy(resnet.state_dict())
+    params, grads = list(resnet.parameters()), [p.grad for p in resnet.parameters()]
+    modules = {name: (type(m), m.__dict__.get("out_channels")) for name, m in resnet.named_modules()}
+    with torch.no_grad():
+        before = resnet(images)
+    snapshot = Snapshot(resnet)
+    names = ["blocks.0.b.conv.weight", "blocks.0.b.bn.weight", "blocks.0.b.bn.bias"]
+    snapshot.keep_rows(resnet, names, torch.tensor([1, 2]))
+    mask_rows(resnet, names, torch.tensor([1, 2]))
+    groups = channel_groups(resnet, images)
+    prune_channels(resnet, groups, {i: g.slot_channels(0) for i, g in enumerate(groups)})
+    assert filter_widths(resnet) != {n: s.shape[0] for n, s in state.items() if n in names}
+    snapshot.restore()
+    assert list(resnet.parameters()) == params
+    assert all(p.grad is g for p, g in zip(resnet.parameters(), grads))
+    assert all(torch.equal(state[k], v) for k, v in resnet.state_dict().items())
+    assert {n: (type(m), m.__dict__.get("out_channels"))
+            for n, m in resnet.named_modules()} == modules
+    assert not filter_masks(resnet)
+    with torch.no_grad():
+        assert torch.equal(resnet(images), before)
+
+
+@pytest.mark.parametrize("target_type", ["filters", "params", "flops"])
+def test_one_prune_event_traces_the_model_once(target_type, resnet, images, filter_scores,
+                                               monkeypatch):
+    traces = []
+    build = groups_module.build_graph
+    monkeypatch.setattr(groups_module, "build_graph",
+                        lambda *args: traces.append(1) or build(*args))
+    prune_filters(resnet, filter_scores(resnet), 0.4, example_inputs=images,
+                  dense=dense_stats(resnet, images), target_type=target_type)
+    assert len(traces) == 1
+
+
+def test_dense_statistics_leave_out_flops_when_asked(resnet, images):
+    full, lean = dense_stats(resnet, images), dense_stats(resnet, images, flops=False)
+    assert "flops" not in lean and {**lean, "flops": full["flops"]} == full
 
 
 def test_selection_can_be_applied_to_the_groups_it_came_from(resnet, images, filter_scores):

@@ -6,6 +6,8 @@ both halves of a pair alike, cancels rather than decides.
 Rows: ``train_loop``, ``augment``, ``folder_train``, ``score/<measure>`` for every registered
 measure, ``outside/<measure>/<model>`` (the public ``fp.score`` against a user's own gradient
 loop, for the first-order and Hg measures, on a torchvision ResNet-18 and the CIFAR ResNet),
+``outside/prune/<model>`` (the public ``fp.prune`` with taylor against Torch-Pruning's own
+global Taylor pipeline, on torchvision ResNet-18, MobileNetV2 and ResNet-50),
 ``prune_surgery``, ``latency_target`` (a latency-target prune re-timed against its target),
 ``amp_channels_last`` (on CUDA), and ``cli_help`` / ``cli_list_measures``
 (fresh ``fp`` processes against a fresh ``import typer``).
@@ -25,7 +27,7 @@ from fp.tools.bench.augment import augment_row
 from fp.tools.bench.startup import cli_rows
 from fp.tools.bench.folder import check_data, folder_row
 from fp.tools.bench.latency_row import latency_target_row
-from fp.tools.bench.outside import outside_rows, torchvision_model
+from fp.tools.bench.outside import outside_prune_rows, outside_rows, torchvision_model
 from fp.tools.bench.scoring_cost import score_rows
 from fp.tools.bench.surgery import prune_surgery_row
 from fp.tools.bench.rows import skipped_row
@@ -56,12 +58,18 @@ class Sizes:
     outside_batches: int = 4            # the outside/ rows' batches (on both of their models)
     outside_batch_size: int = 64
     outside_repeats: int = 5            # timed pairs per outside/ row (their median is the ratio)
+    #: the outside/prune/ rows' torchvision models, each with its image side in pixels
+    prune_models: tuple[tuple[str, int], ...] = (("resnet18", 32), ("mobilenet_v2", 32),
+                                                 ("resnet50", 64))
+    prune_batches: int = 4              # scoring batches of each outside/prune/ row
+    prune_batch_size: int = 32
+    prune_repeats: int = 5              # timed pairs per outside/prune/ row
 
 
 FULL = Sizes()
 QUICK = Sizes(score_architecture="resnet20", score_batches=2, train_batches=4, repeats=5,
               augment_images=2560,
-              outside_batches=2, outside_repeats=9)
+              outside_batches=2, outside_repeats=9, prune_batches=2, prune_repeats=3)
 
 
 def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = None,
@@ -101,6 +109,9 @@ def bench(quick: bool = False, device: str = "cpu", *, sizes: Sizes | None = Non
     outside_rows(outside, bench_batches(manager, sizes, where, sizes.outside_batches,
                                         sizes.outside_batch_size),
                  repeats=sizes.outside_repeats, device=where, on_row=add)
+    outside_prune_rows(sizes.prune_models, batches=sizes.prune_batches,
+                       batch_size=sizes.prune_batch_size, classes=sizes.classes,
+                       repeats=sizes.prune_repeats, device=where, on_row=add)
     add(prune_surgery_row(model, batches[0], repeats=sizes.repeats, device=where))
     add(latency_target_row(model, batches[:1], batch_size=sizes.batch_size, device=where))
     add(mixed_precision_row(manager, sizes, where))

@@ -7,9 +7,15 @@ on a torchvision model and on the CIFAR ResNet the other scoring rows use.
 The loop divides the logits by T only for a measure whose class sets its own T (part of its
 definition: GraSP's T = 200, the seed's); the others score at fp.Measure's protocol default
 (T = 5) where a user's loop has none, one division of the (batch × classes) logits per batch.
+
+Pruning as a user sees it: ``fp.prune(model, "taylor", batches, 0.5)`` against the pipeline a
+user writes with Torch-Pruning instead (``torch_pruning_taylor``), rows ``outside/prune/<model>``
+on torchvision models. Each side of every pair prunes its own fresh copy of the same initial
+weights (the copy is not timed), on the same batches.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import torch
@@ -18,8 +24,9 @@ from torch import nn
 
 from fp.measure import Measure
 from fp.nn import eval_mode
+from fp.pruning import count_params, prune  # prune is fp.prune
 from fp.scoring import autotune, resolve_measure, score  # score is fp.score
-from fp.timing import measure_ratio
+from fp.timing import Task, measure_ratio
 from fp.tools.bench.rows import make_row
 
 FIRST_ORDER = ("snip", "taylor", "biased_snip", "fisher", "bn_taylor")
@@ -28,6 +35,14 @@ HESSIAN = ("grasp", "grad_norm")
 #: and a Hessian-vector product through it for the Hg ones
 TARGETS = {**{name: "<= 1.05" for name in FIRST_ORDER}, **{name: "<= 2.5" for name in HESSIAN}}
 BASELINE = "a user's loop: eval(), F.cross_entropy(model(x), y).backward() per batch, zero_grad()"
+#: fp.prune time / Torch-Pruning's pipeline for the same job: both trace the model, take one
+#: gradient pass and cut the channels, so fp's extras (its checks) must cost nothing overall
+PRUNE_TARGET = "<= 1.0"
+#: the fraction pruned: fp.prune's amount of filters, Torch-Pruning's pruning_ratio
+PRUNE_AMOUNT = 0.5
+PRUNE_BASELINE = ("Torch-Pruning's MetaPruner with GroupTaylorImportance: global pruning, "
+                  f"pruning_ratio {PRUNE_AMOUNT:g}, the classifier ignored, eval(), "
+                  "F.cross_entropy(model(x), y).backward() per batch, then pruner.step()")
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -90,4 +105,69 @@ def outside_rows(models: dict[str, nn.Module], batches: Batches, *, repeats: int
                 rows.append(outside_row(name, model, label, batches, repeats=repeats,
                                         device=device))
                 on_row(rows[-1])
+    return rows
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The last linear layer: the classifier a user keeps whole."""
+    return [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
+
+
+def torch_pruning_taylor(model: nn.Module, batches: Batches, amount: float) -> nn.Module:
+    """What a user writes with Torch-Pruning for a global Taylor prune of ``amount``."""
+    import torch_pruning as tp
+
+    pruner = tp.pruner.MetaPruner(model, batches[0][0][:1],
+                                  importance=tp.importance.GroupTaylorImportance(),
+                                  global_pruning=True, pruning_ratio=amount,
+                                  ignored_layers=[classifier(model)])
+    model.eval()
+    for x, y in batches:
+        F.cross_entropy(model(x), y).backward()
+    pruner.step()
+    return model
+
+
+def random_batches(count: int, size: int, side: int, classes: int,
+                   device: torch.device) -> Batches:
+    """``count`` batches of ``size`` random images (side × side) and labels, seeded."""
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.randn(size, 3, side, side, generator=gen).to(device),
+             torch.randint(0, classes, (size,), generator=gen).to(device)) for _ in range(count)]
+
+
+def outside_prune_row(name: str, model: nn.Module, batches: Batches, *, repeats: int,
+                      device: torch.device) -> dict[str, Any]:
+    """The row ``outside/prune/<name>``: ``model`` is the dense model both sides copy."""
+    kept: dict[str, int] = {}
+
+    def side(label: str, prune_copy: Callable[[nn.Module], nn.Module]) -> Task:
+        def run(fresh: nn.Module) -> None:
+            kept[label] = count_params(prune_copy(fresh))
+        return Task(run=run, prepare=lambda: copy.deepcopy(model))
+
+    timing = measure_ratio(
+        side("fp", lambda m: prune(m, "taylor", batches, PRUNE_AMOUNT)),
+        side("tp", lambda m: torch_pruning_taylor(m, batches, PRUNE_AMOUNT)),
+        repeats=repeats, device=device)
+    x, y = batches[0]
+    notes = (f"torchvision {name}, {len(batches)} batches of {len(y)}, input {tuple(x.shape[1:])}"
+             f"; params kept of {count_params(model):,}: fp.prune {kept['fp']:,}, "
+             f"Torch-Pruning {kept['tp']:,}")
+    return make_row(f"outside/prune/{name}", timing, PRUNE_TARGET, baseline=PRUNE_BASELINE,
+                    notes=notes)
+
+
+def outside_prune_rows(models: tuple[tuple[str, int], ...], *, batches: int, batch_size: int,
+                       classes: int, repeats: int, device: torch.device,
+                       on_row: Callable[[dict], None] = lambda row: None) -> list[dict[str, Any]]:
+    """One ``outside/prune/<name>`` row per (torchvision builder, image side in px)."""
+    rows = []
+    for name, side in models:
+        torch.manual_seed(0)  # the same initial weights every bench
+        model = torchvision_model(name, classes).to(device)
+        rows.append(outside_prune_row(name, model,
+                                      random_batches(batches, batch_size, side, classes, device),
+                                      repeats=repeats, device=device))
+        on_row(rows[-1])
     return rows
