@@ -72,11 +72,8 @@ def run_start(run) -> None:
                                "measures": compared}
     if not run.is_main:
         return
-    window = run.state.get(STATE_KEY)
-    if window is None:
+    if run.state.get(STATE_KEY) is None:  # a resumed run's comes back on the model's device
         run.state[STATE_KEY] = norms.new_window(prunable_weights(run.model))
-    else:  # restored from a checkpoint, on the CPU
-        run.state[STATE_KEY] = _to_device(window, run.device)
     if not run.resumed:
         log_norms(run, "start", None)
 
@@ -164,8 +161,3 @@ def _norm_flow_scalars(norm_flow: dict | None) -> dict[str, float]:
         scalars["flow/norm_flow_pearson"] = norm_flow["pearson"]
     return scalars
 
-
-def _to_device(window: dict, device: torch.device) -> dict:
-    return {"start": {n: t.to(device) for n, t in window["start"].items()},
-            "flow": {n: t.to(device) for n, t in window["flow"].items()},
-            "steps": window["steps"]}
