@@ -33,6 +33,18 @@ def _untimed_scoring_layout(monkeypatch):
                         lambda *_: {"contiguous": 1.0, "channels_last": 1.0})
 
 
+@pytest.fixture(autouse=True)
+def _untimed_scoring_shortcuts(monkeypatch):
+    """Scoring takes no exact shortcut unless a test asks (``ScoreContext(shortcuts=...)``), and
+    "auto" decides as if each tied with torch's own layer, timing nothing. Tests of the choice
+    itself patch the clock instead."""
+    from fp.scoring.layers import shortcuts
+
+    monkeypatch.setattr(shortcuts, "DEFAULT_MODE", "off")
+    monkeypatch.setattr(shortcuts, "TIMED", {})
+    monkeypatch.setattr(shortcuts, "_time", lambda *_: shortcuts.Timed(1.0, 1.0, False))
+
+
 #: environment variable naming the CIFAR-10 JPEG archive ({train,test}/<class>/NNNN.jpg, gzip tar);
 #: .ci/run sets it, and the tests that read real images skip where it is unset or names no file
 CIFAR10_JPG = "FP_CIFAR10_JPG"

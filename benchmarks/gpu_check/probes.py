@@ -259,7 +259,7 @@ def score_context(run: Run, measure: fp.Measure, drawn: list, tf32: bool) -> fp.
     ctx = fp.ScoreContext(run.model, drawn, device=run.device, temperature=(
         measure.temperature if prune.temperature is None else prune.temperature),
         hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
-        layout=prune.scoring_layout, seed=seed, tf32=tf32)
+        layout=prune.scoring_layout, shortcuts=prune.scoring_shortcuts, seed=seed, tf32=tf32)
     ctx.info["scoring_seed"] = seed
     return ctx
 

@@ -30,6 +30,8 @@ MIN_REPEATS, MAX_REPEATS = 5, 1000  # bounds on the repeats unless ``repeats`` f
 GAIN = 1.05
 #: measure_ratio: at most this many back-to-back runs make one timed sample of the shorter side
 MAX_RUNS = 8
+#: a timed alternative replaces the default only when it takes less than (1 − MARGIN) of its time
+MARGIN = 0.03
 clock = time.perf_counter  # a module attribute, so that tests can drive a fake clock
 
 

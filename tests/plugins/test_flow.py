@@ -18,6 +18,7 @@ from fp_builtins.flow import correlation, norms, prune_check
 from fp.run import PruneEvent
 from fp.nn import prunable_weights
 from fp.scoring import ScoreContext
+from fp.config.settings import Prune
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "gin" / "quickstart.gin"
 TRAIN_T = 2.0  # the training temperature of the fake runs
@@ -41,7 +42,8 @@ def fake_run(manager, model, out_dir, measure="snip"):
     run = SimpleNamespace(
         out_dir=out_dir, model=model, manager=manager, measure=manager.registries["measures"].build(measure),
         device=torch.device("cpu"), is_main=True, resumed=False, step=0, epoch=0, masks={},
-        state={}, settings=SimpleNamespace(train=SimpleNamespace(temperature=TRAIN_T)),
+        state={}, settings=SimpleNamespace(train=SimpleNamespace(temperature=TRAIN_T),
+                                           prune=Prune()),
         records=records,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1), log=records.append)
     run.log_scalars = lambda scalars, step: manager.call("log_scalars", run=run, scalars=scalars,

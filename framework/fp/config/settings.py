@@ -16,6 +16,7 @@ from fp.pruning.residual import RESIDUAL_MODES
 from fp.pruning.select import DEFAULT_MAX_FRACTION, TARGET_TYPES
 from fp.scoring import DEFAULT_SCORING_SAMPLES
 from fp.scoring.autotune import LAYOUTS
+from fp.scoring.layers.shortcuts import MODES as SHORTCUT_MODES
 from fp.scoring.context import HVP_CHOICES  # "auto" and the methods fp.scoring.hvp provides
 from fp.validation import OneOf, Range, check_fields
 
@@ -75,11 +76,17 @@ class Prune:
     max_fraction: Annotated[float, Range(gt=0, lt=1)] = DEFAULT_MAX_FRACTION
     protected: tuple[str, ...] = ()       # module-name prefixes never pruned (classifier always is)
     preserve_momentum: bool = False       # keep SGD momentum of surviving channels after surgery
-    hvp_method: Annotated[str, OneOf(*HVP_CHOICES)] = "auto"  # how Hg is computed ("auto": timed)
+    # how Hg is computed: the two methods round differently, so a run fixes one and its numbers
+    # never depend on a timing ("auto": the one timed faster here)
+    hvp_method: Annotated[str, OneOf(*HVP_CHOICES)] = "double_backward"
     hvp_memory_gb: Annotated[float | None, Range(ge=0)] = None  # kept graphs; None: half the free memory
     scoring_layout: Annotated[str, OneOf(*LAYOUTS)] = "contiguous"  # the images' memory layout
                                           # ("auto": timed, faster, but then rounding, rarely a
                                           # tie, may vary)
+    # exact shortcuts in the scoring passes (matrix-product weight gradients, folded BatchNorms):
+    # "off" keeps torch's own layers, so a run's numbers never depend on a timing; "auto" times
+    # each against torch's layer on this machine; "on" takes them wherever they apply
+    scoring_shortcuts: Annotated[str, OneOf(*SHORTCUT_MODES)] = "off"
     balanced: bool | None = None          # class-balanced scoring samples; None: the measure's default
     scoring_augment: bool = False         # score on augmented training images (the paper's code does)
     residual: Annotated[str, OneOf(*RESIDUAL_MODES)] = "tied"  # channels feeding a residual add:

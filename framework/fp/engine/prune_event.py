@@ -118,7 +118,8 @@ def _balanced(run: Run, dataset, seed: int) -> tuple[list, dict]:
 #: what ScoreContext.info says about a prune event's scoring samples, its seed and
 #: Hessian-gradient products, for its record
 RECORD_INFO = ("scoring_balanced", "scoring_samples", "scoring_class_counts", "scoring_augment",
-               "scoring_seed", "scoring_layout", "scoring_layout_s", "hvp_method", "hvp_kept",
+               "scoring_seed", "scoring_layout", "scoring_layout_s", "scoring_shortcuts",
+               "scoring_matmul", "scoring_fold", "scoring_shortcuts_s", "hvp_method", "hvp_kept",
                "hvp_probe", "hvp_seconds", "hvp_fallback_reason")
 
 #: seeded_generator key that sets an event's scoring seed apart from its data draw's streams
@@ -135,7 +136,8 @@ def hvp_record(event: PruneEvent) -> dict:
 
 def scoring_context(run: Run, batches, index: int) -> ScoreContext:
     """The context prune event ``index`` scores ``run.measure`` in: at ``prune.temperature``
-    (None: the measure's own T), on the run's device, with the run's HVP and layout settings.
+    (None: the measure's own T), on the run's device, with the run's HVP, layout and shortcut
+    settings.
     Its ``seed`` (named in ``info["scoring_seed"]``) is a SeedSequence mix of
     ``experiment.seed``, ``index`` and a stream key: the same on every rank and when a resumed
     run redoes the event, different for other seeds and events."""
@@ -145,7 +147,7 @@ def scoring_context(run: Run, batches, index: int) -> ScoreContext:
                             SCORING_SEED_STREAM).initial_seed()  # the mixed 63-bit seed
     ctx = ScoreContext(run.model, batches, temperature=temperature, device=run.device,
                        hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
-                       layout=prune.scoring_layout, seed=seed)
+                       layout=prune.scoring_layout, shortcuts=prune.scoring_shortcuts, seed=seed)
     ctx.info["scoring_seed"] = seed
     return ctx
 

@@ -1,7 +1,9 @@
 """What this process measured once and decides by: timings on one scoring batch that pick how
 later scoring passes run, remembered for a model and its images (``model_key``) in a ``Measured``
 cache. Two choices work so: the memory layout of the images (here) and the Hessian-vector product
-method (``fp.scoring.hvp.choice``).
+method (``fp.scoring.hvp.choice``). A third, the exact shortcuts of each convolution
+(``fp.scoring.layers.shortcuts``), is timed per convolution shape instead, since it depends on
+widths that pruning changes.
 
 The layout: as given ("contiguous", NCHW) or channels-last (NHWC), whichever gradient pass is
 faster here. It changes no value, only how fast a convolution runs and how it rounds. Which is
@@ -23,11 +25,10 @@ from fp.nn import eval_mode
 from fp.scoring.gradients import Batch, as_on_rank_zero, batch_grads, trainable
 from fp.scoring.graph import structure
 from fp.scoring.layers.gradient_pass import first_order_layers
-from fp.timing import synced_clock
+from fp.scoring.layers.shortcuts import decide
+from fp.timing import MARGIN, synced_clock
 
 LAYOUTS = ("auto", "contiguous", "channels_last")
-#: channels-last is chosen only if its pass takes less than (1 − MARGIN) of the other's
-MARGIN = 0.03
 
 ModelKey = tuple
 T = TypeVar("T")
@@ -100,17 +101,18 @@ def chosen_layout(model: nn.Module, x: Tensor) -> str | None:
 
 
 def choose_layout(model: nn.Module, batches: Sequence[Batch], temperature: float,
-                  requested: str) -> LayoutInfo:
+                  requested: str, shortcuts: str = "off") -> LayoutInfo:
     """The layout to score ``batches`` in: ``requested`` unless "auto"; for "auto", what this
     process chose (now, on the first batch, if not yet) for the model and these images, with
-    the seconds per layout when timed now."""
+    the seconds per layout when timed now, each layout's passes taking the exact shortcuts that
+    the mode ``shortcuts`` decides for it (``fp.scoring.layers.shortcuts``)."""
     x = batches[0][0]
     if requested != "auto" or not applies(model, x):
         return LayoutInfo(scoring_layout=requested if requested != "auto" else "contiguous")
     chosen = LAYOUT_CHOICES.get(model, x)
     if chosen is not None:
         return LayoutInfo(scoring_layout=chosen)
-    timings = time_layouts(model, batches[0], temperature)
+    timings = time_layouts(model, batches[0], temperature, shortcuts)
     faster = timings["channels_last"] < (1 - MARGIN) * timings["contiguous"]
     chosen = LAYOUT_CHOICES.put(model, x, as_on_rank_zero("channels_last" if faster
                                                            else "contiguous"))
@@ -118,17 +120,23 @@ def choose_layout(model: nn.Module, batches: Sequence[Batch], temperature: float
                       scoring_layout_s={name: round(s, 6) for name, s in timings.items()})
 
 
-def time_layouts(model: nn.Module, batch: Batch, temperature: float) -> dict[str, float]:
+def time_layouts(model: nn.Module, batch: Batch, temperature: float,
+                 shortcuts: str = "off") -> dict[str, float]:
     """The fastest of two gradient passes over ``batch`` (as ``fp.scoring.gradients`` runs them,
-    with no collective) in each layout, run alternately."""
+    with no collective, taking the shortcuts the mode ``shortcuts`` decides for each layout) in
+    each layout, run alternately."""
     device = batch[0].device
     _, params = trainable(model)
-    best = {layout: float("inf") for layout in LAYOUTS[1:]}
-    with eval_mode(model), torch.enable_grad(), first_order_layers(model):
+    passes = {}
+    for layout in LAYOUTS[1:]:
+        (x, y), = in_layout([batch], layout)
+        passes[layout] = x, y, decide(model, x, shortcuts)[0]
+    best = {layout: float("inf") for layout in passes}
+    with eval_mode(model), torch.enable_grad():
         for _ in range(2):
-            for layout in best:
-                (x, y), = in_layout([batch], layout)
-                start = synced_clock(device)
-                batch_grads(model, x, y, temperature, params)
-                best[layout] = min(best[layout], synced_clock(device) - start)
+            for layout, (x, y, chosen) in passes.items():
+                with first_order_layers(model, chosen):
+                    start = synced_clock(device)
+                    batch_grads(model, x, y, temperature, params)
+                    best[layout] = min(best[layout], synced_clock(device) - start)
     return best

@@ -13,6 +13,7 @@ from fp.nn import filter_sums, prunable_weights, tempered_loss
 from fp.scoring import autotune, gradients, graph, hvp
 from fp.scoring.gradients import ScoringLoss
 from fp.scoring.hvp import filterwise
+from fp.scoring.layers import shortcuts as exact_shortcuts
 
 #: T when neither the context nor the measure names one: the paper protocol's training temperature
 DEFAULT_TEMPERATURE = Measure.temperature
@@ -43,9 +44,13 @@ class ScoreContext:
     gradient pass and ``grad=False`` leaves g out (either, asked for later, takes a pass of its
     own). ``layout`` is the images' memory layout for the passes: "contiguous" (as given),
     "channels_last" or "auto" (decided before the first statistic by timing both, see
-    ``fp.scoring.autotune``; named in ``info["scoring_layout"]``). ``info`` says how the
-    statistics were computed (the keys of ``hvp.HvpInfo`` and ``autotune.LayoutInfo``); a caller
-    may add entries of its own. ``seed``, for measures that draw random numbers, is a prune
+    ``fp.scoring.autotune``; named in ``info["scoring_layout"]``). ``shortcuts`` says which exact
+    shortcuts the passes take (matrix-product weight gradients, folded BatchNorms): "auto" (each
+    timed against torch's own layer, once per process and shape), "off" or "on" (see
+    ``fp.scoring.layers.shortcuts``; None: its ``DEFAULT_MODE``, "auto"); the convolutions that
+    take each are named in ``info``. ``info`` says how the statistics were computed (the keys of
+    ``hvp.HvpInfo``, ``autotune.LayoutInfo`` and ``shortcuts.ShortcutInfo``); a caller may add
+    entries of its own. ``seed``, for measures that draw random numbers, is a prune
     event's own (None: the measure's). ``tf32=True`` lets the passes use TF32 on a GPU that has
     it; by default every statistic is computed in full fp32 (``fp.precision``), as on a CPU.
     """
@@ -56,7 +61,7 @@ class ScoreContext:
                  input_shape: tuple[int, ...] | None = None, hvp_method: str = "auto",
                  hvp_memory_gb: float | None = None, grad: bool = True,
                  grad_sq: bool = True, layout: str = "auto", seed: int | None = None,
-                 tf32: bool = False):
+                 tf32: bool = False, shortcuts: str | None = None):
         if hvp_method not in HVP_CHOICES:
             raise ConfigError(f"hvp_method {hvp_method!r} is not one of {', '.join(HVP_CHOICES)}.")
         if hvp_memory_gb is not None and not hvp_memory_gb >= 0:
@@ -72,6 +77,8 @@ class ScoreContext:
                             else tuple(first_input.shape[1:]) if first_input is not None else None)
         self.hvp_method, self.plain, self.squares = hvp_method, grad, grad_sq
         self.layout = autotune.checked_layout(layout)
+        self.shortcuts = exact_shortcuts.checked_mode(
+            exact_shortcuts.DEFAULT_MODE if shortcuts is None else shortcuts)
         self.hvp_memory = None if hvp_memory_gb is None else hvp_memory_gb * 2 ** 30
         self.seed = seed
         self.tf32 = bool(tf32)
@@ -128,7 +135,8 @@ class ScoreContext:
         """``compute``'s statistic at T (``compute(loss, method=, memory=, first_order=)``);
         the g and E[g²] its pass finds are cached too, and a g already cached is handed in (then
         that pass cannot keep graphs). How it was computed goes to ``info``."""
-        result = compute(ScoringLoss.of(self.model, self._require_batches(), t),
+        batches = self._require_batches()
+        result = compute(ScoringLoss.of(self.model, batches, t, self._cache["shortcuts"]),
                          method=self.hvp_method, memory=self.hvp_memory,
                          first_order=self._complete(("grad", t)))
         self.info.update(result.info)
@@ -159,10 +167,11 @@ class ScoreContext:
         key = ("grad", self._t(temperature))
         grad, grad_sq = self._cache.get(key, (None, None))
         if (plain and grad is None) or (squares and grad_sq is None):
+            batches = self._require_batches()
             found = gradients.mean_grad_and_sq(
-                self.model, self._require_batches(), key[1],
+                self.model, batches, key[1],
                 squares=grad_sq is None and (squares or self.squares),
-                plain=grad is None and (plain or self.plain))
+                plain=grad is None and (plain or self.plain), shortcuts=self._cache["shortcuts"])
             grad = grad if found[0] is None else ParamStats(found[0])
             grad_sq = grad_sq if found[1] is None else ParamStats(found[1])
             self._cache[key] = grad, grad_sq
@@ -178,15 +187,19 @@ class ScoreContext:
 
     def _require_batches(self) -> list[tuple[Tensor, Tensor]]:
         """The batches, in the layout decided before the first statistic (the list is shared
-        with every view, so all of them see it)."""
+        with every view, so all of them see it); the shortcuts for that layout are decided then
+        too (``_cache["shortcuts"]``)."""
         if not self.batches:
             raise DataError("gradient statistics need scoring batches, and none were given.")
         if "layout" not in self._cache:
             found = autotune.choose_layout(self.model, self.batches, self.temperature,
-                                           self.layout)
+                                           self.layout, self.shortcuts)
             self.info.update(found)
             self.batches[:] = autotune.in_layout(self.batches, found["scoring_layout"])
             self._cache["layout"] = found["scoring_layout"]
+            chosen, how = exact_shortcuts.decide(self.model, self.batches[0][0], self.shortcuts)
+            self.info.update(how)
+            self._cache["shortcuts"] = chosen
         return self.batches
 
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from fp.nn import batch_loss, eval_mode
 from fp.scoring.layers.gradient_pass import first_order_layers
+from fp.scoring.layers.shortcuts import NONE, Shortcuts
 
 Batch = tuple[Tensor, Tensor]
 
@@ -46,23 +47,31 @@ def trainable(model: nn.Module) -> tuple[list[str], list[nn.Parameter]]:
 @dataclass(frozen=True, eq=False)
 class ScoringLoss:
     """What the statistics are of: L_b, the cross-entropy of ``model``'s logits/T on each of
-    ``batches``, as a function of its trainable parameters ``params`` (named ``names``)."""
+    ``batches``, as a function of its trainable parameters ``params`` (named ``names``), and the
+    exact shortcuts its passes take (``fp.scoring.layers.shortcuts``; none by default)."""
 
     model: nn.Module
     batches: Sequence[Batch]
     temperature: float
     names: list[str]
     params: list[nn.Parameter]
+    shortcuts: Shortcuts = NONE
 
     @classmethod
-    def of(cls, model: nn.Module, batches: Sequence[Batch], temperature: float) -> "ScoringLoss":
+    def of(cls, model: nn.Module, batches: Sequence[Batch], temperature: float,
+           shortcuts: Shortcuts = NONE) -> "ScoringLoss":
         """The scoring loss of ``model`` on ``batches`` at T, over its trainable parameters."""
         names, params = trainable(model)
-        return cls(model, batches, temperature, names, params)
+        return cls(model, batches, temperature, names, params, shortcuts)
 
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of the default process group (or not distributed)."""
+    return not _distributed() or dist.get_rank() == 0
 
 
 def as_on_rank_zero(value):
@@ -183,15 +192,15 @@ def gradient_moments(batches: Sequence[Batch], params: Sequence[Tensor],
 
 
 def mean_grad_and_sq(model: nn.Module, batches: list[Batch], temperature: float,
-                     squares: bool = True, plain: bool = True
+                     squares: bool = True, plain: bool = True, shortcuts: Shortcuts = NONE
                      ) -> tuple[dict[str, Tensor] | None, dict[str, Tensor] | None]:
     """g (None unless ``plain``) and E[g²] (None unless ``squares``) over all trainable
-    parameters, from one forward and backward per batch."""
+    parameters, from one forward and backward per batch, taking ``shortcuts``."""
     names, params = trainable(model)
     if not names:
         return ({} if plain else None), ({} if squares else None)
-    # the same gradient, cheaper: folded BatchNorms, matrix-product weight gradients
-    with eval_mode(model), torch.enable_grad(), first_order_layers(model):
+    # the same gradient, cheaper where decided: folded BatchNorms, matrix-product weight gradients
+    with eval_mode(model), torch.enable_grad(), first_order_layers(model, shortcuts):
         moments = gradient_moments(batches, params,
                                    lambda _, x, y: batch_grads(model, x, y, temperature, params),
                                    squares, plain)

@@ -38,12 +38,22 @@ class Before:
     compared: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # measure -> filter scores
 
 
+def run_context(run, batches, temperature: float) -> fp.ScoreContext:
+    """A context on the run's model and device that computes as the run's prune events do (its
+    layout, exact shortcuts and HVP method), so that the diagnostics never depend on a timing
+    where the run does not."""
+    prune = run.settings.prune
+    return fp.ScoreContext(run.model, batches, temperature=temperature, device=run.device,
+                           hvp_method=prune.hvp_method, hvp_memory_gb=prune.hvp_memory_gb,
+                           layout=prune.scoring_layout, shortcuts=prune.scoring_shortcuts)
+
+
 def observe_before(run, event, measures: dict[str, fp.Measure], temperature: float) -> Before:
     """Loss, ‖g‖² and θ⊙g of the unpruned model, plus the ``measures``' filter scores (they share
     the event context's cached gradients)."""
     batches = diagnostic_batches(run, event)
     ctx = (event.ctx if event.ctx is not None and batches is event.ctx.batches
-           else fp.ScoreContext(run.model, batches, temperature=temperature, device=run.device))
+           else run_context(run, batches, temperature))
     grad = ctx.grad(temperature)
     theta_g = {n: w.detach() * grad[n] for n, w in ctx.weights.items() if grad.get(n) is not None}
     by_filter = event.granularity == FILTER
@@ -59,7 +69,7 @@ def observe_before(run, event, measures: dict[str, fp.Measure], temperature: flo
 def observe_after(run, event, before: Before, temperature: float) -> dict:
     """The event's record: before/after values, measured and predicted loss change, and at filter
     granularity the per-layer pruned fractions and the rank correlations."""
-    after = fp.ScoreContext(run.model, before.batches, temperature=temperature, device=run.device)
+    after = run_context(run, before.batches, temperature)
     loss_after = mean_loss(run.model, before.batches, temperature)
     removed = (event.removed if event.granularity == FILTER
                else newly_masked(before.masks, run.masks))

@@ -1,6 +1,7 @@
 """Two gloo ranks, each scoring its own share of the batches, end with identical statistics: those
 of one process scoring all the batches, means over samples. The shares are unequal (rank 0 has
-batches of 32 and 16 samples, rank 1 one of 5), so a mean of the ranks' means would differ."""
+batches of 32 and 16 samples, rank 1 one of 5), so a mean of the ranks' means would differ.
+Every rank takes rank 0's timed choices (HVP method, exact shortcuts)."""
 import subprocess
 import sys
 import textwrap
@@ -40,7 +41,9 @@ RANK_SCRIPT = textwrap.dedent("""
         found[method] = {"grad": ctx.grad(), "grad_sq": ctx.grad_sq(),
                          "hess_grad": ctx.hess_grad(),
                          "filter_hess_grad": filters.filter_hess_grad(),
-                         "chosen": filters.info["hvp_method"]}
+                         "chosen": filters.info["hvp_method"],
+                         "shortcuts": (ctx.info["scoring_matmul"], ctx.info["scoring_fold"],
+                                       ctx.info["scoring_shortcuts_s"])}
     torch.save(found, out)
     dist.destroy_process_group()
 """)
@@ -70,6 +73,9 @@ def test_unequal_shares_score_identically_and_as_one_process_would(tmp_path):
                       for n in whole.grad()}
     for method in ("double_backward", "forward_over_reverse", "auto"):
         assert ranks[0][method]["chosen"] == ranks[1][method]["chosen"]  # rank 0's choice
+        # the exact shortcuts ("auto" outside the tests' fixtures): rank 0 times, rank 1 takes
+        assert ranks[0][method]["shortcuts"][:2] == ranks[1][method]["shortcuts"][:2]
+        assert ranks[1][method]["shortcuts"][2] == 0
         for stat in STATISTICS:
             expected = getattr(whole, stat)()
             assert set(ranks[0][method][stat]) == set(expected)

@@ -1,5 +1,5 @@
-"""The first-order pass folds an eval-mode BatchNorm into its convolution only where the output
-outgrows the weight, and either way gives plain autograd's loss and gradient (float64)."""
+"""The first-order and double-backward passes fold an eval-mode BatchNorm into its convolution
+exactly where their shortcuts say, and either way give plain autograd's values (float64)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,36 +9,14 @@ from fp.scoring.gradients import ScoringLoss, mean_grad_and_sq
 from fp.scoring.hvp import filterwise
 from fp.scoring.layers import fold
 from fp.scoring.layers.double_backward import cheap_double_backward
-from fp.scoring.layers.fold import folding_pays
 from fp.scoring.layers.gradient_pass import first_order_layers
+from fp.scoring.layers.shortcuts import Shortcuts
 
 from .conftest import random_batchnorm_state
 
 
-@pytest.mark.parametrize("conv, shape", [
-    (nn.Conv2d(3, 4, 3), (2, 3, 8, 8)),
-    (nn.Conv2d(8, 16, 3, stride=2, padding=1), (5, 8, 7, 9)),
-    (nn.Conv2d(4, 6, (3, 5), stride=(1, 2), padding=(2, 1), dilation=(2, 1)), (3, 4, 9, 11)),
-    (nn.Conv2d(64, 64, 3, padding=1), (2, 64, 1, 1)),
-    (nn.Conv1d(3, 5, 4, stride=3), (2, 3, 20)),
-    (nn.Conv3d(2, 3, 2), (1, 2, 4, 5, 3)),
-    (nn.Conv2d(3, 4, 3), (3, 8, 8)),  # unbatched
-])
-def test_folding_pays_when_the_output_has_at_least_as_many_elements_as_the_weight(conv, shape):
-    out = conv(torch.randn(shape))
-    assert folding_pays(torch.empty(shape), conv) == (out.numel() >= conv.weight.numel())
-
-
-def test_folding_pays_for_a_given_batch_size_whatever_the_batch_at_hand():
-    conv = nn.Conv2d(4, 8, 3, padding=1)  # 288 weights; 8·4·4 = 128 outputs per sample
-    assert not folding_pays(torch.empty(2, 4, 4, 4), conv)
-    assert folding_pays(torch.empty(2, 4, 4, 4), conv, batch_size=3)
-    assert not folding_pays(torch.empty(3, 4, 4, 4), conv, batch_size=2)
-
-
 class WideThenNarrow(nn.Module):
-    """An early conv→BN whose output outgrows its weight, a late one on 1×1 maps whose weight
-    outgrows its output, then a linear classifier."""
+    """An early conv→BN at 8×8, a late one on 1×1 maps, then a linear classifier."""
 
     def __init__(self):
         super().__init__()
@@ -51,6 +29,10 @@ class WideThenNarrow(nn.Module):
         x = F.adaptive_avg_pool2d(x, 1)
         x = F.relu(self.bn2(self.conv2(x)))
         return self.fc(x.flatten(1))
+
+
+#: fold the early pair only
+EARLY = Shortcuts(fold=frozenset({"conv1"}))
 
 
 def make_model():
@@ -72,9 +54,9 @@ def test_a_folded_and_an_unfolded_pair_give_plain_autograds_loss_and_gradient(mo
     folded = []
     affine = fold.batchnorm_affine
     monkeypatch.setattr(fold, "batchnorm_affine", lambda bn: folded.append(bn) or affine(bn))
-    with first_order_layers(model):
+    with first_order_layers(model, EARLY):
         got = loss_and_grads(model, x, y)
-    assert folded == [model.bn1]  # conv2's 3×3×4×32 weight outgrows its 4×32×1×1 output
+    assert folded == [model.bn1]
     torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-14)
     for have, want in zip(got[1], expected[1]):
         torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-13)
@@ -84,13 +66,16 @@ def test_a_folded_and_an_unfolded_pair_give_plain_autograds_loss_and_gradient(mo
 def test_the_model_gets_its_forwards_back_after_an_error():
     model = make_model()
     with pytest.raises(RuntimeError, match="stop"):
-        with first_order_layers(model):
+        with first_order_layers(model, Shortcuts(fold=frozenset({"conv1", "conv2"}))):
             assert "forward" in vars(model.conv1) and "forward" in vars(model.bn2)
             raise RuntimeError("stop")
     assert not any("forward" in vars(m) for m in model.modules())
 
 
-def test_the_first_order_pass_matches_per_batch_autograd_on_both_paths():
+@pytest.mark.parametrize("shortcuts", [Shortcuts(), EARLY,
+                                       Shortcuts(frozenset({"conv1", "conv2"}),
+                                                 frozenset({"conv2"}))])
+def test_the_first_order_pass_matches_per_batch_autograd_on_every_path(shortcuts):
     model = make_model()
     gen = torch.Generator().manual_seed(2)
     batches = [(torch.randn(n, 3, 8, 8, generator=gen, dtype=torch.float64),
@@ -98,7 +83,7 @@ def test_the_first_order_pass_matches_per_batch_autograd_on_both_paths():
     grads = [dict(zip([n for n, _ in model.named_parameters()],
                       torch.autograd.grad(F.cross_entropy(model(x) / 5.0, y), model.parameters())))
              for x, y in batches]
-    grad, grad_sq = mean_grad_and_sq(model, batches, 5.0)
+    grad, grad_sq = mean_grad_and_sq(model, batches, 5.0, shortcuts=shortcuts)
     for name in grad:
         mean = (3 * grads[0][name] + grads[1][name]) / 4
         mean_sq = (3 * grads[0][name] ** 2 + grads[1][name] ** 2) / 4
@@ -128,7 +113,7 @@ def test_filter_wise_hg_corrects_for_exactly_the_pairs_it_folded(monkeypatch):
     monkeypatch.setattr(filterwise, "Folds",
                         lambda *args: made.append(fold.Folds(*args)) or made[-1])
     weights = {n: model.get_parameter(n) for n in ("conv1.weight", "conv2.weight", "fc.weight")}
-    found = filterwise.mean_filter_hess_grad(ScoringLoss.of(model, batches, 200.0), weights,
+    found = filterwise.mean_filter_hess_grad(ScoringLoss.of(model, batches, 200.0, EARLY), weights,
                                              method="double_backward")
     dots = found.found
     assert found.info["hvp_method"] == "double_backward" and found.info["hvp_kept"] == "2/2"
@@ -152,7 +137,7 @@ def test_the_cheap_double_backward_layers_match_plain_autograd_on_both_paths():
         return [g.detach() for g in grads] + list(hv)
 
     expected = grad_and_hvp()
-    folds = fold.Folds(model)
+    folds = fold.Folds(model, EARLY)
     with cheap_double_backward(model, folds=folds):
         got = grad_and_hvp()
     assert folds.folded() == {"conv1": "bn1"}

@@ -1,21 +1,21 @@
-"""Convolutions whose weight gradient is taken as one matrix product (an ImageNet-style network's
-last stages at CIFAR size, on a CPU): the same ∂W as aten's kernel, and the same g, E[g²] and Hg
-through scoring passes that take it (checked against float64 autograd and finite differences)."""
+"""Convolutions whose weight gradient is taken as one matrix product (the "matmul" exact
+shortcut): the same ∂W as aten's kernel, and the same g, E[g²] and Hg through scoring passes that
+take it (checked against float64 autograd and finite differences)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fp.scoring import ScoreContext
-from fp.scoring.layers.conv import Geometry, matmul_pays
+from fp.scoring.layers.conv import Geometry
 
 from .test_gradients import finite_difference_hess_grad, per_batch_grads
 from .conftest import random_batchnorm_state
 
 
 class Late(nn.Module):
-    """A stem at 4×4, then convolutions on 2×2 and 1×1 maps wide enough (N·L ≤ O) that their
-    weight gradients are matrix products; one with a BatchNorm, one strided, one with a bias."""
+    """A stem at 4×4, then convolutions on 2×2 and 1×1 maps; one with a BatchNorm, one strided,
+    one with a bias."""
 
     def __init__(self):
         super().__init__()
@@ -39,7 +39,7 @@ def late():
     return random_batchnorm_state(Late().double()).eval()
 
 
-def make_late_batches(sizes=(3, 2, 3)):  # all ≤ 3, so that every wide layer pays
+def make_late_batches(sizes=(3, 2, 3)):
     gen = torch.Generator().manual_seed(5)
     return [(torch.randn(n, 3, 4, 4, generator=gen, dtype=torch.float64),
              torch.randint(0, 3, (n,), generator=gen)) for n in sizes]
@@ -68,14 +68,13 @@ def matmuls(monkeypatch):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_the_matrix_product_gives_atens_weight_gradient(stride, padding, dilation, kernel,
                                                          channels_last):
-    geometry = Geometry((stride, stride), (padding, padding), (dilation, dilation), 1)
+    geometry = Geometry((stride, stride), (padding, padding), (dilation, dilation), 1).matmul()
     x = torch.randn(2, 5, 3, 3, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(24, 5, *kernel, dtype=torch.float64)
     grad_out = torch.randn(geometry.output_shape(x, weight), dtype=torch.float64)
     assert tuple(grad_out.shape) == tuple(geometry.convolve(x, weight).shape)
-    assert matmul_pays(x, tuple(grad_out.shape), 1)
     found = geometry.backward(grad_out, x, weight, (True, True, True))
     expected = torch.ops.aten.convolution_backward(
         grad_out, x, weight, [24], [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], 1,
@@ -85,16 +84,23 @@ def test_the_matrix_product_gives_atens_weight_gradient(stride, padding, dilatio
     assert geometry.backward(grad_out, x, weight, (False, True, False))[::2] == (None, None)
 
 
-def test_only_small_maps_on_a_cpu_take_the_matrix_product():
-    x = torch.zeros(8, 4, 2, 2)
-    assert matmul_pays(x, (8, 64, 1, 1), 1) and matmul_pays(x, (8, 32, 2, 2), 1)
-    assert not matmul_pays(x, (8, 31, 2, 2), 1)        # unfolded input larger than the weight
-    assert not matmul_pays(x, (8, 64, 1, 1), 2)        # grouped
-    assert not matmul_pays(torch.zeros(8, 4, 2), (8, 64, 1), 1)  # not 2-d
+def test_only_a_geometry_that_says_so_and_an_ungrouped_2d_convolution_take_the_product(
+        matmuls):
+    x, grad_out = torch.randn(2, 4, 2, 2), torch.randn(2, 8, 2, 2)
+    plain = Geometry((1, 1), (1, 1), (1, 1), 1)
+    plain.backward(grad_out, x, torch.randn(8, 4, 3, 3), (False, True, False))
+    grouped = Geometry((1, 1), (1, 1), (1, 1), 2).matmul()
+    grouped.backward(grad_out, x, torch.randn(8, 2, 3, 3), (False, True, False))
+    one_d = Geometry((1,), (1,), (1,), 1).matmul()
+    one_d.backward(torch.randn(2, 8, 2), torch.randn(2, 4, 2), torch.randn(8, 4, 3),
+                   (False, True, False))
+    assert matmuls == []
+    plain.matmul().backward(grad_out, x, torch.randn(8, 4, 3, 3), (False, True, False))
+    assert matmuls == [(8, 4, 3, 3)]
 
 
 def test_g_and_g_sq_through_matrix_product_layers_match_autograd(late, late_batches, matmuls):
-    ctx = ScoreContext(late, late_batches, temperature=3.0)
+    ctx = ScoreContext(late, late_batches, temperature=3.0, shortcuts="on")
     grads = per_batch_grads(late, late_batches, 3.0)
     weights = torch.tensor([len(y) for _, y in late_batches], dtype=torch.float64)
     weights = weights / weights.sum()
@@ -106,15 +112,15 @@ def test_g_and_g_sq_through_matrix_product_layers_match_autograd(late, late_batc
         torch.testing.assert_close(ctx.grad_sq()[name],
                                    (weights.view(shape) * stacked ** 2).sum(0),
                                    rtol=1e-10, atol=1e-16)
-    assert {(12, 4, 3, 3), (16, 12, 3, 3), (16, 16, 3, 1)} <= set(matmuls)
-    assert (4, 3, 3, 3) not in matmuls  # the stem's 4×4 map: aten's kernel
+    assert {(4, 3, 3, 3), (12, 4, 3, 3), (16, 12, 3, 3), (16, 16, 3, 1)} == set(matmuls)
+    assert ctx.info["scoring_matmul"] == ["down", "last", "stem", "wide"]
 
 
 @pytest.mark.parametrize("method", ["double_backward", "forward_over_reverse"])
 def test_hess_grad_through_matrix_product_layers_matches_finite_differences(late, matmuls,
                                                                           method):
     late_batches = make_late_batches((3, 3, 3))  # the finite differences weigh batches alike
-    ctx = ScoreContext(late, late_batches, temperature=2.0, hvp_method=method)
+    ctx = ScoreContext(late, late_batches, temperature=2.0, hvp_method=method, shortcuts="on")
     expected = finite_difference_hess_grad(late, late_batches, 2.0, ctx.grad())
     for name, value in expected.items():
         torch.testing.assert_close(ctx.hess_grad()[name], value, rtol=1e-5, atol=1e-9)

@@ -40,7 +40,7 @@ def event_scores(model, *, seed=0, index=1, measure=None) -> dict[str, torch.Ten
         settings=SimpleNamespace(
             experiment=SimpleNamespace(seed=seed),
             prune=SimpleNamespace(temperature=None, hvp_method="auto", hvp_memory_gb=None,
-                                  scoring_layout="contiguous")))
+                                  scoring_layout="contiguous", scoring_shortcuts="off")))
     return score(None, measure, None, ctx=scoring_context(run, None, index))
 
 

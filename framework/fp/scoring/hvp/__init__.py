@@ -97,8 +97,8 @@ def mean_hess_grad(loss: ScoringLoss, *, method: str, memory: float | None = Non
             grad, grad_sq, hv = found.grad, found.grad_sq, found.sums
             info |= found.info
         else:
-            grad, grad_sq = first_order or mean_grad_and_sq(loss.model, loss.batches,
-                                                            loss.temperature)
+            grad, grad_sq = first_order or mean_grad_and_sq(
+                loss.model, loss.batches, loss.temperature, shortcuts=loss.shortcuts)
             vec = [grad[n].detach() for n in loss.names]
             hv = [torch.zeros_like(p) for p in loss.params]
             for batch in loss.batches:
@@ -118,9 +118,9 @@ def second_order_sums(loss: ScoringLoss, budget: float, *,
     Without ``first_order``, one forward and create_graph backward per batch gives g and E[g²]
     and keeps the graphs that fit ``budget`` bytes; one backward pass through them follows, and
     the batches whose graph did not fit are recomputed. With it, every batch is recomputed.
-    Every batch folds the BatchNorms ``folds`` decides on (a fresh record without it)."""
+    Every batch folds the BatchNorms ``folds`` names (those of ``loss.shortcuts`` without it)."""
     targets = list(loss.params) if targets is None else targets
-    folds = folds or Folds(loss.model)
+    folds = folds or Folds(loss.model, loss.shortcuts)
     batches = loss.batches
     kept, dropped, info = [], list(range(len(batches))), HvpInfo()
     if first_order is None:

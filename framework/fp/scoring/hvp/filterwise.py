@@ -12,8 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from fp.nn import eval_mode, filter_sums
-from fp.scoring.gradients import (ScoringLoss, as_on_rank_zero, sample_count, total_samples,
-                                  weighted_mean_)
+from fp.scoring.gradients import ScoringLoss, total_samples, weighted_mean_
 from fp.scoring.hvp import HvpInfo, HvpResult, Stats, choice_info, mean_hess_grad, second_order_sums
 from fp.scoring.hvp.choice import choose_method
 from fp.scoring.layers.double_backward import replaceable
@@ -44,8 +43,7 @@ def mean_filter_hess_grad(loss: ScoringLoss, weights: dict[str, Tensor], *, meth
         info["hvp_method"] = "double_backward"
         scales = _filter_scales(model, trained)
         targets = [scales.get(n, w) for n, w in trained.items()]
-        # every rank folds as rank 0's first batch decides: the correction is for the mean
-        folds = Folds(model, as_on_rank_zero(sample_count(loss.batches[0])))
+        folds = Folds(model, loss.shortcuts)  # the correction below is for exactly these folds
         found = second_order_sums(
             loss, chosen.budget, first_order=first_order, targets=targets,
             scales={model.get_submodule(n.rpartition(".")[0]): s for n, s in scales.items()},

@@ -45,8 +45,10 @@ def graph_grads(loss: ScoringLoss, batch: Batch, scales: Scales | None = None,
                 saved: SavedBytes | None = None,
                 folds: Folds | None = None) -> tuple[Tensor | None, ...]:
     """∇L_b on ``batch`` with its graph kept (create_graph), through the cheap-double-backward
-    layers (``folds``: the BatchNorm folds of the computation this batch is part of)."""
+    layers (``folds``: the BatchNorm folds of the computation this batch is part of; without it,
+    those of ``loss.shortcuts``)."""
     x, y = batch
+    folds = folds or Folds(loss.model, loss.shortcuts)
     with cheap_double_backward(loss.model, scales, folds), (saved or contextlib.nullcontext()):
         return torch.autograd.grad(batch_loss(loss.model, x, y, loss.temperature), loss.params,
                                    create_graph=True, allow_unused=True)

@@ -2,9 +2,9 @@
 Hessian-vector product through it costs two forward convolutions and one convolution_backward
 (``double_backward`` swaps it in). Optional per-filter scales s multiply the output channels;
 their gradient is what the filter-wise Hg of ``fp.scoring.hvp.filterwise`` differentiates with
-respect to. Where a weight gradient is cheaper as one matrix product (``matmul_pays``), every
-backward here takes it so, and ``gradient_pass`` runs such convolutions through it in plain
-gradient passes too.
+respect to. A ``Geometry`` made with ``matmul=True`` (where ``shortcuts`` decided that a
+convolution's weight gradient is cheaper as one matrix product) takes every weight gradient so,
+and ``gradient_pass`` runs such convolutions through it in plain gradient passes too.
 """
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ class Geometry(NamedTuple):
     padding: tuple[int, ...]
     dilation: tuple[int, ...]
     groups: int
+    by_matmul: bool = False  # weight gradients as one matrix product (2-d, ungrouped only)
+
+    def matmul(self) -> "Geometry":
+        """This geometry, taking weight gradients as one matrix product."""
+        return self._replace(by_matmul=True)
 
     def convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return torch.convolution(x, weight, bias, self.stride, self.padding, self.dilation,
@@ -27,8 +32,8 @@ class Geometry(NamedTuple):
     def backward(self, grad_out: Tensor, x: Tensor, weight: Tensor,
                  mask: tuple[bool, bool, bool]) -> tuple[Tensor | None, ...]:
         """(∂x, ∂W, ∂b) of ⟨grad_out, conv(x, W) + b⟩, those ``mask`` asks for; ∂W as one
-        matrix product where ``matmul_pays``."""
-        by_matmul = mask[1] and matmul_pays(x, tuple(grad_out.shape), self.groups)
+        matrix product if this geometry says so."""
+        by_matmul = (mask[1] and self.by_matmul and x.dim() == 4 and self.groups == 1)
         wanted = (mask[0], mask[1] and not by_matmul, mask[2])
         grads = (None, None, None)
         if any(wanted):
@@ -51,16 +56,6 @@ class Geometry(NamedTuple):
                                           self.stride)  # N × (C·k·k) × L
         flat_grad = grad_out.reshape(n, filters, -1).transpose(0, 1).reshape(filters, -1)
         return (flat_grad @ cols.transpose(1, 2).reshape(-1, cols.shape[1])).view_as(weight)
-
-
-def matmul_pays(x: Tensor, out_shape: tuple[int, ...], groups: int) -> bool:
-    """Whether a 2-d convolution's weight gradient is cheaper as one matrix product, grad_out
-    times the unfolded input: on a CPU, when that unfolded input is no larger than the weight
-    (N·L ≤ O for N images of L output positions and O filters), as in an ImageNet-style
-    network's last stages at CIFAR size, where oneDNN's weight-gradient kernel is many times
-    slower (70 ms against 4 ms for 512 3×3 filters on a 1×1 map, 2 cores)."""
-    return (x.device.type == "cpu" and x.dim() == 4 and groups == 1 and len(out_shape) == 4
-            and out_shape[0] * out_shape[2] * out_shape[3] <= out_shape[1])
 
 
 def _channel_sum(a: Tensor, b: Tensor) -> Tensor:

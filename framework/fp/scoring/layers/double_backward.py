@@ -7,7 +7,7 @@ more than needed. Here a convolution's backward is itself an autograd Function w
 written out: for cotangents (a_x, a_w, a_b) of (∂x, ∂W, ∂b) it needs two forward convolutions and
 one convolution_backward, the least a convolution's Hessian-vector product can cost. Eval-mode
 BatchNorm, a fixed per-channel affine map, becomes that map in plain tensor operations, folded
-into the convolution before it where ``fold`` says that pays. Hardsigmoid and Hardswish, whose
+into the convolution before it where the computation's shortcuts say so (``shortcuts``). Hardsigmoid and Hardswish, whose
 double backward torch does not implement, become the same functions in plain operations.
 
 Every replacement computes the same function and the same derivatives; only rounding differs.
@@ -30,12 +30,12 @@ def _channel_view(x: Tensor, values: Tensor) -> Tensor:
 
 
 def _conv_forward(module: nn.Module, geometry: Geometry, batchnorm: nn.Module | None,
-                  scales: dict[nn.Module, Tensor], fold: Callable[[Tensor], bool]):
+                  scales: dict[nn.Module, Tensor], fold: bool):
     """The convolution, with the eval-mode BatchNorm that alone consumes its output applied
-    after it, or folded in where ``fold(x)`` says so: conv(x, W)·s + c = conv(x, W·s) + c."""
+    after it, or folded in if ``fold``: conv(x, W)·s + c = conv(x, W·s) + c."""
     def forward(x: Tensor) -> Tensor:
         scale = scales.get(module)
-        if batchnorm is not None and fold(x):
+        if batchnorm is not None and fold:
             return Convolution.apply(x, *folded_weight_and_bias(module, batchnorm), scale,
                                      geometry)
         out = Convolution.apply(x, module.weight, module.bias, scale, geometry)
@@ -69,9 +69,9 @@ def _replacements(model: nn.Module, scales: dict[nn.Module, Tensor],
         if is_plain_conv(module):
             bn = modules[folds.pairs[name]] if name in folds.pairs else None
             geometry = Geometry(tuple(module.stride), tuple(module.padding),
-                                tuple(module.dilation), module.groups)
-            chosen[module] = _conv_forward(module, geometry, bn, scales,
-                                           lambda x, n=name, m=module: folds.fold(n, m, x))
+                                tuple(module.dilation), module.groups,
+                                name in folds.shortcuts.matmul)
+            chosen[module] = _conv_forward(module, geometry, bn, scales, folds.fold(name))
         elif is_fixed_batchnorm(module):
             chosen[module] = skipped if module in paired else _affine_batchnorm_forward(module)
         elif type(module) in _TWICE_DIFFERENTIABLE:

@@ -2,10 +2,9 @@
 
 A folded BatchNorm costs no pass over the convolution's output in either direction, but the fold
 costs passes over the weight (W·s forward; ∂W and ∂s backward, and once more in a double
-backward). So a pair folds only when the convolution's output holds at least as many elements
-as its weight (``folding_pays``): the wide early layers of a CIFAR ResNet, not the narrow late
-ones of an ImageNet-style ResNet at 32 px, whose 3×3×512×512 weights dwarf their 1×1 outputs.
-Either way the function and its derivatives are the same; only rounding differs.
+backward). Which costs more depends on the shapes and the machine, so whether a pair folds is a
+``shortcuts`` decision (timed, or fixed by its mode). Either way the function and its
+derivatives are the same; only rounding differs.
 
 ``foldable_pairs`` finds the pairs in the model's fx graph (``fp.scoring.graph``),
 ``gradient_pass.first_order_layers`` folds them for a plain gradient pass, and ``Folds`` records
@@ -15,7 +14,6 @@ convolutions).
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import Counter
 from typing import Iterator
 
@@ -23,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from fp.scoring.graph import BATCHNORM, traced
+from fp.scoring.layers.shortcuts import NONE, Shortcuts
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -56,37 +55,21 @@ def folded_weight_and_bias(conv: nn.Module, bn: nn.Module) -> tuple[Tensor, Tens
     return weight, shift if bias is None else torch.addcmul(shift, bias, scale)
 
 
-def folding_pays(x: Tensor, conv: nn.Module, batch_size: int | None = None) -> bool:
-    """Whether the convolution's output on ``x`` (on ``batch_size`` samples shaped as those of
-    ``x``, if given) has at least as many elements as its weight."""
-    weight = conv.weight
-    spatial = weight.dim() - 2
-    batch = x.shape[0] if x.dim() == weight.dim() else 1
-    size = (batch if batch_size is None else batch_size) * weight.shape[0]
-    for length, k, s, p, d in zip(x.shape[-spatial:], weight.shape[2:], conv.stride,
-                                  conv.padding, conv.dilation):
-        size *= max(0, (length + 2 * p - d * (k - 1) - 1) // s + 1)
-    return size >= math.prod(weight.shape)
-
-
 class Folds:
-    """The pairs one computation folds: each pair decides on the first batch it sees
-    (``folding_pays``, for ``batch_size`` samples if given: ranks that agree on it fold alike)
-    and keeps that decision for every later batch, so that all batches fold alike and a
-    correction for the fold (``fp.scoring.hvp.filterwise``) applies to exactly ``folded()``."""
+    """The pairs one computation folds: those of ``foldable_pairs`` that ``shortcuts.fold``
+    names, the same for every batch, so that a correction for the fold
+    (``fp.scoring.hvp.filterwise``) applies to exactly ``folded()``. It also carries which
+    convolutions take their weight gradient as a matrix product (``shortcuts.matmul``)."""
 
-    def __init__(self, model: nn.Module, batch_size: int | None = None):
+    def __init__(self, model: nn.Module, shortcuts: Shortcuts = NONE):
         self.pairs = foldable_pairs(model)
-        self.batch_size = batch_size
-        self.decided: dict[str, bool] = {}
+        self.shortcuts = shortcuts
 
-    def fold(self, conv_name: str, conv: nn.Module, x: Tensor) -> bool:
-        if conv_name not in self.decided:
-            self.decided[conv_name] = folding_pays(x, conv, self.batch_size)
-        return self.decided[conv_name]
+    def fold(self, conv_name: str) -> bool:
+        return conv_name in self.pairs and conv_name in self.shortcuts.fold
 
     def folded(self) -> dict[str, str]:
-        return {conv: bn for conv, bn in self.pairs.items() if self.decided.get(conv)}
+        return {conv: bn for conv, bn in self.pairs.items() if self.fold(conv)}
 
 
 def skipped(x: Tensor) -> Tensor:

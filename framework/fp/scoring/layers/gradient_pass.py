@@ -1,9 +1,9 @@
-"""The layers a plain gradient pass (g, E[g²]) runs: torch's own, with two exact shortcuts.
+"""The layers a plain gradient pass (g, E[g²]) runs: torch's own, with the exact shortcuts a
+``shortcuts.Shortcuts`` decision names for each convolution.
 
-- An eval-mode BatchNorm that alone consumes a convolution's output is folded into it where that
-  pays (``fold.folding_pays``), so it costs no pass over the activations either way.
-- On a CPU, a convolution whose weight gradient is cheaper as one matrix product
-  (``conv.matmul_pays``: an ImageNet-style network's last stages at CIFAR size) runs as
+- An eval-mode BatchNorm that alone consumes a convolution's output is folded into it (``fold``),
+  so it costs no pass over the activations.
+- A convolution whose weight gradient is taken as one matrix product runs as
   ``conv.Convolution``, whose backward takes it so.
 
 Every replacement computes the same function and gradient; only rounding differs.
@@ -15,50 +15,55 @@ from typing import Callable, Iterator
 
 from torch import Tensor, nn
 
-from fp.scoring.layers.conv import Convolution, Geometry, matmul_pays
-from fp.scoring.layers.fold import (folded_weight_and_bias, foldable_pairs, folding_pays,
-                                is_plain_conv, patched_forwards, skipped)
+from fp.scoring.layers.conv import Convolution, Geometry
+from fp.scoring.layers.fold import (folded_weight_and_bias, foldable_pairs, is_plain_conv,
+                                    patched_forwards, skipped)
+from fp.scoring.layers.shortcuts import NONE, Shortcuts
 
 
-def _convolution(conv: nn.Module) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
-    """conv(x, W) + b with ``conv``'s geometry: torch's own, or ``Convolution`` where its
-    weight gradient is a matrix product."""
+def _convolution(conv: nn.Module, by_matmul: bool
+                 ) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
+    """conv(x, W) + b with ``conv``'s geometry: torch's own, or ``Convolution`` taking its
+    weight gradient as a matrix product."""
+    if not by_matmul:
+        return conv._conv_forward
     geometry = Geometry(tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation),
-                        conv.groups)
+                        conv.groups).matmul()
 
     def convolve(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if weight.requires_grad and matmul_pays(x, geometry.output_shape(x, weight),
-                                                conv.groups):
+        if weight.requires_grad:
             return Convolution.apply(x, weight, bias, None, geometry)
         return conv._conv_forward(x, weight, bias)
     return convolve
 
 
-def _forward(conv: nn.Module, bn: nn.Module | None):
-    convolve = _convolution(conv)
+def _forward(conv: nn.Module, bn: nn.Module | None, by_matmul: bool):
+    convolve = _convolution(conv, by_matmul)
     if bn is None:
         return lambda x: convolve(x, conv.weight, conv.bias)
-    unfolded = type(bn).forward  # the BatchNorm's own, while its instance forward is skipped
-
-    def forward(x: Tensor) -> Tensor:
-        if not folding_pays(x, conv):
-            return unfolded(bn, convolve(x, conv.weight, conv.bias))
-        return convolve(x, *folded_weight_and_bias(conv, bn))
-    return forward
+    return lambda x: convolve(x, *folded_weight_and_bias(conv, bn))
 
 
 @contextlib.contextmanager
-def first_order_layers(model: nn.Module) -> Iterator[nn.Module]:
+def first_order_layers(model: nn.Module, shortcuts: Shortcuts = NONE) -> Iterator[nn.Module]:
     """Within the block, every plain convolution of ``model`` (not one whose forward someone
-    already replaced) runs as above, each of ``foldable_pairs`` with its BatchNorm folded in for
-    each batch where that pays. Enter it with the model in eval mode."""
+    already replaced) that ``shortcuts`` names runs as above: with its BatchNorm folded in
+    (``shortcuts.fold``, for those of ``foldable_pairs``) and its weight gradient a matrix
+    product (``shortcuts.matmul``). Enter it with the model in eval mode."""
+    if not (shortcuts.fold or shortcuts.matmul):
+        yield model
+        return
     modules = dict(model.named_modules())
-    paired = {modules[conv]: modules[bn] for conv, bn in foldable_pairs(model).items()}
+    paired = {conv: bn for conv, bn in foldable_pairs(model).items() if conv in shortcuts.fold}
     forwards = {}
-    for module in modules.values():
-        if is_plain_conv(module) and "forward" not in vars(module):
-            forwards[module] = _forward(module, paired.get(module))
-            if module in paired:
-                forwards[paired[module]] = skipped
+    for name, module in modules.items():
+        if not is_plain_conv(module) or "forward" in vars(module):
+            continue
+        if name not in paired and name not in shortcuts.matmul:
+            continue
+        bn = modules[paired[name]] if name in paired else None
+        forwards[module] = _forward(module, bn, name in shortcuts.matmul)
+        if bn is not None:
+            forwards[bn] = skipped
     with patched_forwards(forwards):
         yield model

@@ -40,7 +40,8 @@ def forward_backward(model: nn.Module, batches: Batches, temperature: float) -> 
 
 def score_row(model: nn.Module, measure, batches: Batches, *, repeats: int,
               device: torch.device) -> dict[str, Any]:
-    """The row ``score/<measure>``; its notes name the HVP method "auto" chose, if any."""
+    """The row ``score/<measure>``; its notes name the HVP method "auto" chose, if any, and the
+    exact shortcuts "auto" took."""
     info: dict[str, Any] = {}
 
     def scored() -> None:
@@ -54,7 +55,16 @@ def score_row(model: nn.Module, measure, batches: Batches, *, repeats: int,
     samples = sum(len(y) for _, y in batches)
     notes = f"{samples} samples in {len(batches)} batches, T={measure.temperature:g}"
     return make_row(f"score/{measure.name}", timing, target, baseline=BASELINE,
-                    notes=notes + hvp_note(info))
+                    notes=notes + hvp_note(info) + shortcut_note(info))
+
+
+def shortcut_note(info: dict[str, Any]) -> str:
+    """How many convolutions took each exact shortcut (matrix-product weight gradient, folded
+    BatchNorm), as timed on this machine."""
+    if "scoring_shortcuts" not in info:
+        return ""
+    return (f"; shortcuts {info['scoring_shortcuts']}: matmul {len(info.get('scoring_matmul', []))}"
+            f", fold {len(info.get('scoring_fold', []))}")
 
 
 def hvp_note(info: dict[str, Any]) -> str:

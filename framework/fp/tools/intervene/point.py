@@ -64,7 +64,7 @@ class Checkpoint:
         ctx = ScoreContext(copy.deepcopy(self.model), self.s, temperature=measure.temperature,
                            device=self.example.device, hvp_method=prune.hvp_method,
                            hvp_memory_gb=prune.hvp_memory_gb, layout=prune.scoring_layout,
-                           seed=event_seed)
+                           shortcuts=prune.scoring_shortcuts, seed=event_seed)
         return score(None, measure, None, granularity=FILTER, temperature=measure.temperature,
                      ctx=ctx)
 
