@@ -38,11 +38,13 @@ def _untimed_scoring_shortcuts(monkeypatch):
     """Scoring takes no exact shortcut unless a test asks (``ScoreContext(shortcuts=...)``), and
     "auto" decides as if each tied with torch's own layer, timing nothing. Tests of the choice
     itself patch the clock instead."""
+    from fp.scoring import shortcut_choice
     from fp.scoring.layers import shortcuts
 
     monkeypatch.setattr(shortcuts, "DEFAULT_MODE", "off")
-    monkeypatch.setattr(shortcuts, "TIMED", {})
-    monkeypatch.setattr(shortcuts, "_time", lambda *_: shortcuts.Timed(1.0, 1.0, False))
+    monkeypatch.setattr(shortcut_choice, "TIMED", {})
+    monkeypatch.setattr(shortcut_choice, "_time",
+                        lambda *_: shortcut_choice.Timed(1.0, 1.0, False))
 
 
 #: environment variable naming the CIFAR-10 JPEG archive ({train,test}/<class>/NNNN.jpg, gzip tar);

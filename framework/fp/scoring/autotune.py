@@ -2,7 +2,7 @@
 later scoring passes run, remembered for a model and its images (``model_key``) in a ``Measured``
 cache. Two choices work so: the memory layout of the images (here) and the Hessian-vector product
 method (``fp.scoring.hvp.choice``). A third, the exact shortcuts of each convolution
-(``fp.scoring.layers.shortcuts``), is timed per convolution shape instead, since it depends on
+(``fp.scoring.shortcut_choice``), is timed per convolution shape instead, since it depends on
 widths that pruning changes.
 
 The layout: as given ("contiguous", NCHW) or channels-last (NHWC), whichever gradient pass is
@@ -25,7 +25,7 @@ from fp.nn import eval_mode
 from fp.scoring.gradients import Batch, as_on_rank_zero, batch_grads, trainable
 from fp.scoring.graph import structure
 from fp.scoring.layers.gradient_pass import first_order_layers
-from fp.scoring.layers.shortcuts import decide
+from fp.scoring.shortcut_choice import decide
 from fp.timing import MARGIN, synced_clock
 
 LAYOUTS = ("auto", "contiguous", "channels_last")

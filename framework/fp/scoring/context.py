@@ -13,6 +13,7 @@ from fp.nn import filter_sums, prunable_weights, tempered_loss
 from fp.scoring import autotune, gradients, graph, hvp
 from fp.scoring.gradients import ScoringLoss
 from fp.scoring.hvp import filterwise
+from fp.scoring import shortcut_choice
 from fp.scoring.layers import shortcuts as exact_shortcuts
 
 #: T when neither the context nor the measure names one: the paper protocol's training temperature
@@ -47,7 +48,7 @@ class ScoreContext:
     ``fp.scoring.autotune``; named in ``info["scoring_layout"]``). ``shortcuts`` says which exact
     shortcuts the passes take (matrix-product weight gradients, folded BatchNorms): "auto" (each
     timed against torch's own layer, once per process and shape), "off" or "on" (see
-    ``fp.scoring.layers.shortcuts``; None: its ``DEFAULT_MODE``, "auto"); the convolutions that
+    ``fp.scoring.shortcut_choice``; None: ``layers.shortcuts.DEFAULT_MODE``, "auto"); the convolutions that
     take each are named in ``info``. ``info`` says how the statistics were computed (the keys of
     ``hvp.HvpInfo``, ``autotune.LayoutInfo`` and ``shortcuts.ShortcutInfo``); a caller may add
     entries of its own. ``seed``, for measures that draw random numbers, is a prune
@@ -197,7 +198,7 @@ class ScoreContext:
             self.info.update(found)
             self.batches[:] = autotune.in_layout(self.batches, found["scoring_layout"])
             self._cache["layout"] = found["scoring_layout"]
-            chosen, how = exact_shortcuts.decide(self.model, self.batches[0][0], self.shortcuts)
+            chosen, how = shortcut_choice.decide(self.model, self.batches[0][0], self.shortcuts)
             self.info.update(how)
             self._cache["shortcuts"] = chosen
         return self.batches

@@ -10,8 +10,9 @@ from torch import nn
 import fp
 from fp.config.settings import Prune
 from fp.scoring import ScoreContext
-from fp.scoring.layers import shortcuts
-from fp.scoring.layers.shortcuts import Shortcuts, decide
+from fp.scoring import shortcut_choice as shortcuts
+from fp.scoring.layers.shortcuts import Shortcuts
+from fp.scoring.shortcut_choice import decide
 
 REAL_TIME = shortcuts._time  # taken before the conftest replaces it for every other test
 
@@ -125,12 +126,10 @@ def test_a_product_whose_unfolded_input_is_too_large_is_neither_timed_nor_taken(
 
 
 def test_another_rank_times_nothing_and_takes_rank_zeros_decision(net, batch, monkeypatch):
-    from fp.scoring import gradients
-
     costs = Costs(monkeypatch, {})
     rank_zeros = Shortcuts(frozenset({"early"}), frozenset({"late"}))
-    monkeypatch.setattr(gradients, "is_rank_zero", lambda: False)
-    monkeypatch.setattr(gradients, "as_on_rank_zero", lambda value: rank_zeros)
+    monkeypatch.setattr(shortcuts, "is_rank_zero", lambda: False)
+    monkeypatch.setattr(shortcuts, "as_on_rank_zero", lambda value: rank_zeros)
     chosen, info = decide(net, batch[0], "auto")
     assert chosen == rank_zeros and costs.runs == [] and info["scoring_shortcuts_s"] == 0
 

@@ -1,5 +1,5 @@
 """The layers a plain gradient pass (g, E[g²]) runs: torch's own, with the exact shortcuts a
-``shortcuts.Shortcuts`` decision names for each convolution.
+``shortcuts.Shortcuts`` decision (``fp.scoring.shortcut_choice``) names for each convolution.
 
 - An eval-mode BatchNorm that alone consumes a convolution's output is folded into it (``fold``),
   so it costs no pass over the activations.

@@ -26,7 +26,7 @@ from fp.measure import Measure
 from fp.nn import eval_mode
 from fp.pruning import count_params, prune  # prune is fp.prune
 from fp.scoring import autotune, resolve_measure, score  # score is fp.score
-from fp.scoring.layers import shortcuts
+from fp.scoring import shortcut_choice
 from fp.tools.bench.scoring_cost import shortcut_note
 from fp.timing import Task, measure_ratio
 from fp.tools.bench.rows import make_row
@@ -93,7 +93,7 @@ def outside_row(name: str, model: nn.Module, label: str, batches: Batches, *, re
         layout = autotune.chosen_layout(model, x) or "contiguous"
         notes += f"; fp.score {layout}"
         # the exact shortcuts it took there, as this process timed them (nothing is timed again)
-        _, how = shortcuts.decide(model, autotune.in_layout([(x, y)], layout)[0][0], "auto")
+        _, how = shortcut_choice.decide(model, autotune.in_layout([(x, y)], layout)[0][0], "auto")
         notes += shortcut_note(how)
     return make_row(f"outside/{name}/{label}", timing, TARGETS[name], baseline=BASELINE,
                     notes=notes)
