@@ -196,6 +196,30 @@ def test_exact_names_bind(test_configurables, monkeypatch):
     assert gin.query_parameter(f"{MODULE}.other.pick.value") == 8
 
 
+def test_resolve_unmatched(test_configurables, monkeypatch):
+    monkeypatch.setattr(gin_adapter, "_RESOLVER", list(gin_adapter._RESOLVER))
+    asked = []
+
+    def resolver(partial: str) -> bool:
+        asked.append(partial)
+        if partial != "lazy.gadget":
+            return False
+        gin.external_configurable(Widget, name="lazy.gadget", module=MODULE)
+        test_configurables.append(f"{MODULE}.lazy.gadget")  # dropped by the fixture
+        return True
+
+    gin_adapter.resolve_unmatched(resolver)
+    gin.parse_config("widget.size = 2")  # a match: the resolver is not asked
+    gin.parse_config("lazy.gadget.size = 3")
+    assert gin.get_configurable("lazy.gadget")().size == 3 and asked == ["lazy.gadget"]
+    with pytest.raises(Exception, match="No configurable matching 'lazy.other'"):
+        gin.parse_config("lazy.other.size = 3")
+    gin_adapter.resolve_unmatched(None)
+    with pytest.raises(Exception, match="No configurable matching 'lazy.more'"):
+        gin.parse_config("lazy.more.size = 3")
+    assert set(asked) == {"lazy.gadget", "lazy.other"}  # not asked once removed
+
+
 def test_search_path_and_searched_first(tmp_path, monkeypatch, test_configurables):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "shipped").mkdir()

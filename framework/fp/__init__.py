@@ -1,8 +1,9 @@
 """flowprune: pruning research on the gradient-flow framework (Lubana & Dick, ICLR 2021).
 
-Public API: ``fp.score``, ``fp.prune``, ``fp.load``, ``fp.save``, ``fp.ScoreContext``,
-``fp.operative_config``, ``fp.parse_experiment`` and ``fp.run_experiment`` (``fp run`` in Python),
-the plugin base classes ``fp.Measure``, ``fp.Dataset``, ``fp.Schedule``,
+Public API: ``fp.score``, ``fp.prune``, ``fp.load``, ``fp.save``, ``fp.build_model`` (any
+registered architecture by name: built-in, ``torchvision.<model>``, ``timm.<model>``),
+``fp.ScoreContext``, ``fp.operative_config``, ``fp.parse_experiment`` and ``fp.run_experiment``
+(``fp run`` in Python), the plugin base classes ``fp.Measure``, ``fp.Dataset``, ``fp.Schedule``,
 the ``fp.hookimpl`` marker, and the contract modules plugins may import: ``fp.errors``, ``fp.nn``
 (shared network facts), ``fp.run``, ``fp.measure``, ``fp.data.dataset``, ``fp.data``, ``fp.schedule``,
 ``fp.hookspecs``, ``fp.validation`` and ``fp.discover``.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fp.manager import Manager, make_manager
     from fp.measure import Measure
     from fp.pruning.api import prune
+    from fp.pruning.arch import build_model
     from fp.pruning.serialize import load, save
     from fp.scoring import ScoreContext
     from fp.scoring.api import score
@@ -40,7 +42,8 @@ _LAZY = {"Dataset": "fp.data.dataset", "Loader": "fp.data.dataset", "hookimpl": 
          "OneOf": "fp.validation", "ScoreContext": "fp.scoring",
          # the user-facing calls, each defined once where it is implemented
          "score": "fp.scoring.api", "prune": "fp.pruning.api", "load": "fp.pruning.serialize",
-         "save": "fp.pruning.serialize", "run_experiment": "fp.engine.experiment"}
+         "save": "fp.pruning.serialize", "build_model": "fp.pruning.arch",
+         "run_experiment": "fp.engine.experiment"}
 
 
 def __getattr__(name: str):
@@ -74,5 +77,5 @@ def parse_experiment(files: Sequence[str | os.PathLike], bindings: Sequence[str]
 
 
 __all__ = ["Dataset", "FpError", "Loader", "Measure", "OneOf", "PruneStep", "Range", "Schedule",
-           "ScoreContext", "hookimpl", "hookspec", "load", "make_manager", "operative_config",
-           "parse_experiment", "prune", "run_experiment", "save", "score"]
+           "ScoreContext", "build_model", "hookimpl", "hookspec", "load", "make_manager",
+           "operative_config", "parse_experiment", "prune", "run_experiment", "save", "score"]

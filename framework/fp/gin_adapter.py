@@ -3,8 +3,9 @@
 gin's public API covers binding, querying and parsing, but not everything fp needs: listing the
 configurables (for did-you-mean hints), reading the bindings in force with their target (to check
 values before anything is built), dropping a configurable (a fresh plugin manager may register
-another class under the same name), letting a registered name bind exactly, and resolving
-``include`` against the including file. Each function below says which private gin name it
+another class under the same name), letting a registered name bind exactly, registering a
+configurable when a binding first names it, and resolving ``include`` against the including
+file. Each function below says which private gin name it
 relies on and why there is no public way. Nothing else in fp or fp_builtins touches a private
 name of gin (tests/test_gin_adapter.py checks both that and the versions in
 ``CHECKED_GIN_VERSIONS``), so a gin release that moves one of them breaks this module only.
@@ -92,6 +93,8 @@ def drop_configurable(selector: str) -> None:
 
 #: the gin modules whose names bind exactly (see ``exact_names_bind``)
 _EXACT_MODULES: set[str] = set()
+#: asked about a partial selector that matches no configurable (see ``resolve_unmatched``)
+_RESOLVER: list[Callable[[str], bool]] = []
 
 
 def exact_names_bind(modules: Iterable[str]) -> None:
@@ -104,6 +107,26 @@ def exact_names_bind(modules: Iterable[str]) -> None:
     ``get_match`` included, goes through it), replaced on the registry instance by a wrapper:
     gin has no public hook for selector matching."""
     _EXACT_MODULES.update(modules)
+    _match_through_fp()
+
+
+def resolve_unmatched(resolver: Callable[[str], bool] | None) -> None:
+    """Let ``resolver`` register configurables on demand: gin passes it a partial selector that
+    matches no configurable and looks again when it answers True (it registered one). fp's
+    registries use it for families too large to register up front, so that
+    ``timm.resnet18.drop_rate = 0.1`` binds before anything has asked for ``timm.resnet18``. The
+    last resolver set is the one asked (None: none is); an error it raises reaches whoever looked
+    the selector up (gin's parser, for a binding).
+
+    Relies on ``gin.config._REGISTRY.matching_selectors``, wrapped as for ``exact_names_bind``:
+    gin registers configurables only when asked to, and has no hook for a name it lacks."""
+    _RESOLVER[:] = [resolver] if resolver is not None else []
+    _match_through_fp()
+
+
+def _match_through_fp() -> None:
+    """Route gin's partial-selector matching through ``exact_names_bind``'s exact names and
+    ``resolve_unmatched``'s resolver (installed once, on gin's registry instance)."""
     registry = gin_config._REGISTRY
     if getattr(registry, "_fp_exact_names", False):
         return
@@ -111,6 +134,8 @@ def exact_names_bind(modules: Iterable[str]) -> None:
 
     def matching_selectors(partial: str) -> list[str]:
         found = plain(partial)
+        if not found and _RESOLVER and _RESOLVER[0](partial):
+            found = plain(partial)
         if len(found) > 1:
             exact = [s for s in found
                      if s.partition(".")[0] in _EXACT_MODULES and s.partition(".")[2] == partial]

@@ -85,9 +85,7 @@ def list_cmd(kind: Annotated[Optional[str], typer.Argument(help="measures, archi
     shown = [kind] if kind else list(KINDS)
     registries = make_manager(builtins=shown).registries  # the built-ins of the listed kinds only
     for name in shown:
-        reg = registries[name]
-        rows = [(entry, reg.describe(entry), reg.providers[entry]) for entry in reg.names()]
-        print_table(("name", "description", "provided by"), rows, title=name)
+        print_table(("name", "description", "provided by"), registries[name].listing(), title=name)
 
 
 @app.command("sweep")

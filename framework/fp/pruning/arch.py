@@ -1,10 +1,16 @@
 """Architectures as data: a model built by fp carries its registry name and constructor arguments
 (``model.fp_arch = {"name": ..., "kwargs": {...}}``), so a saved model is rebuilt from the
 registry rather than from pickled code.
+
+timm is imported only by a run or call that builds a ``timm.<model>`` (importing it imports every
+timm model, seconds); ``fp.pruning``'s first import reaches this module before any that imports
+torch_pruning, which would import timm for an op counter fp never calls, so it is imported here,
+first, with timm hidden (``import_torch_pruning_without_timm``).
 """
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
 import gin
@@ -17,15 +23,37 @@ from fp.errors import CheckpointError, ConfigError
 PLAIN_SCALARS = (bool, int, float, str, type(None))
 
 
-def build_model(name: str, *, manager=None, init: str | None = None, **kwargs: Any) -> nn.Module:
-    """Build the registered architecture ``name`` (through gin, so bindings apply) and record how
-    in ``model.fp_arch``; gin-bound constructor arguments are recorded too. ``manager``: the
-    plugin manager whose registry to use (the shared one by default). ``init``: the
-    initialisation scheme (``model.init``), given to the architecture as its ``init`` argument;
-    None leaves that argument to gin or the architecture's default. Every
+def import_torch_pruning_without_timm() -> None:
+    """Import torch_pruning (if it is not imported yet) without letting it import timm: its op
+    counter imports timm at import time to count FLOPs of timm's attention, and fp counts FLOPs
+    with torch's own counter, so torch_pruning loses nothing it is used for here."""
+    if "torch_pruning" in sys.modules or "timm" in sys.modules:
+        return
+    sys.modules["timm"] = None  # `import timm` raises ImportError, which torch_pruning catches
+    try:
+        import torch_pruning  # noqa: F401
+    finally:
+        del sys.modules["timm"]
+
+
+import_torch_pruning_without_timm()
+
+
+def build_model(name: str, *, num_classes: int | None = None, in_channels: int | None = None,
+                manager=None, init: str | None = None, **kwargs: Any) -> nn.Module:
+    """The registered architecture ``name`` (a built-in, ``torchvision.<model>``,
+    ``timm.<model>`` or a plugin's), built through gin so that bindings apply, with
+    ``num_classes`` outputs and ``in_channels`` input channels (None: the architecture's own
+    default) and its other constructor arguments ``kwargs``. ``model.fp_arch`` records the name
+    and the arguments, gin-bound ones included, so ``fp.save``/``fp.load`` rebuild it as data.
+    ``manager``: the plugin manager whose registry to use (the shared one by default).
+    ``init``: the initialisation scheme (``model.init``), given to the architecture as its
+    ``init`` argument; None leaves that argument to gin or the architecture's default. Every
     ``nn.MultiheadAttention`` becomes a ``HeadAttention`` (same function), so its heads prune."""
     from fp.manager import build_registered, shared_manager
 
+    sizes = {"num_classes": num_classes, "in_channels": in_channels}
+    kwargs.update({key: value for key, value in sizes.items() if value is not None})
     if init is not None:
         # passed only when set, so that None never overrides a gin binding such as vgg13.init
         if not takes_init(manager or shared_manager(), name):
@@ -61,7 +89,7 @@ def arch_of(model: nn.Module) -> dict[str, Any]:
     cls = type(model).__name__
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
         raise CheckpointError(f"{cls} has no fp_arch record, so it cannot be saved as data; build "
-                              f"it with fp.pruning.build_model(name, ...) or set model.fp_arch = "
+                              f"it with fp.build_model(name, ...) or set model.fp_arch = "
                               f"{{'name': <registered architecture>, 'kwargs': {{...}}}}.")
     kwargs = dict(arch.get("kwargs") or {})
     if not is_plain(kwargs, tensors=False):
