@@ -100,8 +100,9 @@ def arch_of(model: nn.Module) -> dict[str, Any]:
 
 def is_plain(value: Any, *, tensors: bool = True) -> bool:
     """True if ``torch.load(weights_only=True)`` reads ``value`` back unchanged: numbers, strings,
-    None, tensors (when allowed) and lists, tuples and str-keyed dicts of those."""
-    if isinstance(value, PLAIN_SCALARS):
+    None, tensors (when allowed) and lists, tuples and str-keyed dicts of those. Exactly those
+    types: a subclass (a string enum such as timm's ``Format``) would be pickled as its class."""
+    if type(value) in PLAIN_SCALARS:
         return True
     if isinstance(value, torch.Tensor):
         return tensors and not isinstance(value, nn.Parameter)

@@ -15,13 +15,14 @@ optimizer rebuilt for the pruned model.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from torch import Tensor, nn
 
 from fp.attention import expose_heads
-from fp.errors import ConfigError, DataError
+from fp.errors import ConfigError, DataError, FpError, PruningError
 from fp.measure import Measure
 from fp.nn import FILTER, WEIGHT, check_granularity
 from fp.pruning.filters import prune_filters
@@ -32,6 +33,7 @@ from fp.pruning.residual import check_residual
 from fp.pruning.select import DEFAULT_MAX_FRACTION, check_fraction, check_target
 from fp.pruning.stats import dense_stats
 from fp.pruning.surgery import PruneResult
+from fp.pruning.trace import failed_in, reason
 from fp.scoring import ScoreContext, score
 
 Scores = dict[str, Tensor]
@@ -129,30 +131,45 @@ def prune_event(model: nn.Module, measure: str | Measure, data: Iterable | Score
                             "the model.")
         example_inputs = first[0][0][:1]
     expose_heads(model)  # nn.MultiheadAttention -> HeadAttention: same function, prunable heads
-    if context is not None:
-        temperature = context.temperature if options.temperature is None else options.temperature
-        scores = score(None, measure, None, granularity=options.granularity,
-                       temperature=temperature, ctx=context)
-    else:
-        scores = score(model, measure, batches, granularity=options.granularity,
-                       temperature=options.temperature)
+    with stage(model, f"scoring it with {measure_name(measure)}"), unfused_attention(model):
+        if context is not None:
+            temperature = (context.temperature if options.temperature is None
+                           else options.temperature)
+            scores = score(None, measure, None, granularity=options.granularity,
+                           temperature=temperature, ctx=context)
+        else:
+            scores = score(model, measure, batches, granularity=options.granularity,
+                           temperature=options.temperature)
     if rescore is not None:
         scores = rescore(scores)
     record = PruneRecord(target=target, granularity=options.granularity, scores=scores)
+    if options.target_type == "latency" and callable(candidate):
+        candidate = candidate()  # waits for rank 0: not part of pruning's own failures
+    with stage(model, "pruning it"):
+        return model, pruned(model, record, target, options, example_inputs=example_inputs,
+                             dense=dense, dense_model=dense_model, carry=carry,
+                             latency_fn=latency_fn, candidate=candidate)
+
+
+def pruned(model: nn.Module, record: PruneRecord, target: float, options: PruneOptions, *,
+           example_inputs: Tensor, dense: dict | None, dense_model: nn.Module | None,
+           carry: Scores | None, latency_fn: LatencyFn | None,
+           candidate: int | None) -> PruneRecord:
+    """``prune_event``'s second half: ``model`` masked or pruned by ``record.scores``, and the
+    record filled in."""
+    scores = record.scores
     if options.granularity == WEIGHT:
         masks = weight_masks(scores, target, protected=options.protected,
                              current=masks_of(model) or None, max_fraction=options.max_fraction)
         set_masks(model, masks)
         apply_masks(model, masks)
         record.masks, record.sparsity = masks, sparsity(model, masks)
-        return model, record
+        return record
     if dense is None:  # the FLOP count is a forward pass: only a FLOP target reads it
         dense = dense_stats(model, example_inputs, flops=options.target_type == "flops")
     common = dict(example_inputs=example_inputs, dense=dense, max_fraction=options.max_fraction,
                   protected=options.protected, carry=carry, round_to=options.round_to)
     if options.target_type == "latency":
-        if callable(candidate):
-            candidate = candidate()
         done = prune_to_latency(model, scores, target, latency_fn=latency_fn,
                                 dense_model=dense_model, probes=options.latency_probes,
                                 candidate=candidate, **common)
@@ -160,7 +177,43 @@ def prune_event(model: nn.Module, measure: str | Measure, data: Iterable | Score
     else:
         record.result = prune_filters(model, scores, target, target_type=options.target_type,
                                       residual=options.residual, **common)
-    return model, record
+    return record
+
+
+@contextlib.contextmanager
+def unfused_attention(model: nn.Module) -> Iterator[None]:
+    """Score with every attention module that can choose (timm's ``fused_attn``) computing its
+    plain products instead of ``scaled_dot_product_attention``: the same function, but one whose
+    gradient has a gradient, which Hessian-based measures (grasp, grad_norm) need and the fused
+    kernels do not have. Each module's choice is given back afterwards."""
+    fused = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    choices = [m.fused_attn for m in fused]
+    for module in fused:
+        module.fused_attn = False
+    try:
+        yield
+    finally:
+        for module, choice in zip(fused, choices):
+            module.fused_attn = choice
+
+
+def measure_name(measure: str | Measure) -> str:
+    return measure if isinstance(measure, str) else getattr(measure, "name", type(measure).__name__)
+
+
+@contextlib.contextmanager
+def stage(model: nn.Module, doing: str) -> Iterator[None]:
+    """Turn any failure of the block but an fp error into a PruningError that names what the
+    event was ``doing``, the module whose forward broke (if one did) and the reason: scoring,
+    analysis and surgery run the user's model and torch-pruning on it, and whatever they raise
+    is one sentence for the user (``fp --debug`` shows the traceback)."""
+    try:
+        yield
+    except FpError:
+        raise
+    except Exception as exc:
+        raise PruningError(f"{type(model).__name__} could not be pruned: {doing} failed"
+                           f"{failed_in(model, exc)} ({reason(exc)}).") from exc
 
 
 __all__ = ["PruneOptions", "PruneRecord", "prune_event"]

@@ -20,6 +20,22 @@ An attention head is a slot too (``attention``): a head group's channels are the
 of its ``qkv`` layer, ``interleave`` = 3 x head width of them per head, so a head scores the mean
 of its rows' filter scores, as any slot does.
 
+Tied channels are slots too. Where two of the root's channels reach the same channel of one
+layer (GhostNet's ``cat([x, depthwise(x)])``: channel ``j`` and ``j + C/2`` of the concatenation
+both come from channel ``j`` of ``x``), removing either removes that layer's channel, so they
+can only go together. torch-pruning keeps one root channel per layer channel when it merges the
+paths of a group, which hides the tie (and let a selection empty ``x``'s layer); ``ties``
+records what the merge drops, and the group's slots are made wide enough to hold every tie
+(``tied_slots``). A group whose ties fit no slot pattern is left unpruned.
+
+Every member keeps at least one channel, not only the group: a member that covers part of the
+group (one input of a concatenation that a residual add ties to a wider layer) is counted on its
+own (``member_slots``, used by ``select``).
+
+A group whose channels cross a split along the channel dim (``torch.split``, ``chunk``) is left
+unpruned (``traced_groups``): the forward splits by sizes fixed in its code, which surgery cannot
+change. Its trace stops at the split, so such models are analysed as fast as any other.
+
 The layer whose output is the model's output (the classifier, found in the traced graph, not by
 name) and layers named in ``protected`` never lose output channels; they may lose input channels.
 """
@@ -27,16 +43,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
+from torch_pruning.dependency.group import Group
+from torch_pruning.dependency.index_mapping import _SplitIndexMapping
 
 from fp.errors import PruningError
 from fp.nn import PRUNABLE_LAYERS, prunable_layers
 from fp.pruning.heads import attention_modules, head_parts, reconcile
-from fp.pruning.trace import budget, build_graph, reason
+from fp.pruning.trace import Stopped, budget, build_graph, reason, stopping_at
+
+#: torch-pruning's index mappings through a split along the channel dim (``traced_groups``)
+SPLITS = (_SplitIndexMapping,)
 
 
 @dataclass
@@ -47,12 +68,22 @@ class ChannelGroup:
     width: int                      # channels of the group (the root's output channels)
     members: dict[str, Tensor]      # weight name -> member channel of each group channel (-1: none)
     modules: dict[str, nn.Module]   # weight name -> its layer
-    interleave: int                 # channels per slot: G of the grouped convs in the group
+    interleave: int                 # channels per slot: G of the grouped convs, or wider for ties
     handle: Any                     # torch-pruning's Group with every channel (``handle._DG``)
 
     @property
     def slots(self) -> int:
         return self.width // self.interleave
+
+    def member_slots(self) -> dict[str, Tensor]:
+        """Weight name -> the slot of each of its output channels (-1: outside the group)."""
+        found = {}
+        for name, channel_map in self.members.items():
+            slot_of = torch.full((int(self.modules[name].weight.shape[0]),), -1, dtype=torch.long)
+            present = (channel_map >= 0).nonzero().view(-1)
+            slot_of[channel_map[present]] = present % self.slots
+            found[name] = slot_of
+        return found
 
     def slot_channels(self, slot: int) -> list[int]:
         return [slot + block * self.slots for block in range(self.interleave)]
@@ -104,10 +135,10 @@ def channel_groups(model: nn.Module, example_inputs: Tensor, *, protected: Itera
     names = {module: name for name, module in prunable_layers(model)}
     attention = attention_modules(model)
     kept = protected_layers(model, protected)
+    record_ties()
     try:
         with budget(graph, model):
-            handles = list(graph.get_all_groups(ignored_layers=kept + output_layers(graph),
-                                                root_module_types=PRUNABLE_LAYERS))
+            handles = list(traced_groups(graph, kept + output_layers(graph)))
     except PruningError:
         raise
     except Exception as exc:  # index bookkeeping that explodes on nested reshapes, ...
@@ -117,6 +148,33 @@ def channel_groups(model: nn.Module, example_inputs: Tensor, *, protected: Itera
               if not any(item.dep.target.module in attention for item in handle)]
     groups += [ChannelGroup(*parts) for parts in head_parts(graph, attention, kept)]
     return [group for group in groups if group is not None]
+
+
+def traced_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]) -> Iterator[Group]:
+    """torch-pruning's groups (``get_all_groups``: one per prunable layer not yet in a group,
+    traced from its output channels, none that holds an ``ignored`` layer), less the groups whose
+    channels cross a split along the channel dim (Res2Net's ``split(out, width)``, CSPNet's
+    halves, MixNet's kernel groups): each is dropped as soon as its trace reaches the split."""
+    ignored_ids = {id(m) for m in (*ignored, *graph.IGNORED_LAYERS_IN_TRACING)}
+    visited: set[int] = set()
+    for module in list(graph.module2node):
+        if id(module) in ignored_ids | visited or not isinstance(module, PRUNABLE_LAYERS):
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        channels = None if pruner is None else pruner.get_out_channels(module)
+        if channels is None:
+            continue
+        try:
+            with stopping_at(SPLITS):
+                group = graph.get_pruning_group(module, pruner.prune_out_channels,
+                                                list(range(channels)))
+        except Stopped:
+            continue
+        outputs = {id(item.dep.target.module) for item in group
+                   if graph.is_out_channel_pruning_fn(item.dep.handler)}
+        visited |= outputs
+        if not outputs & ignored_ids:
+            yield group
 
 
 def matches(name: str, prefixes: Iterable[str]) -> bool:
@@ -149,18 +207,112 @@ def output_layers(graph: tp.DependencyGraph) -> list[nn.Module]:
 
 def describe(handle, graph: tp.DependencyGraph, names: dict[nn.Module, str]) -> ChannelGroup | None:
     width = len(handle[0].idxs)
-    members, modules, interleave = {}, {}, 1
+    pairs, modules, interleave = {}, {}, 1
     for item in handle:
         module, is_out = item.dep.target.module, graph.is_out_channel_pruning_fn(item.dep.handler)
+        if not within_width(graph, module, is_out, item.idxs):
+            return None  # torch-pruning mapped indices past the layer's channels
         if is_out and module in names:
-            channel_map = torch.full((width,), -1, dtype=torch.long)
-            channel_map[torch.as_tensor(item.root_idxs)] = torch.as_tensor(item.idxs)
-            members[names[module]], modules[names[module]] = channel_map, module
+            pairs[names[module]] = list(zip(item.idxs, item.root_idxs))
+            modules[names[module]] = module
         interleave = math.lcm(interleave, channel_blocks(graph, module, is_out))
-    if not members or width % interleave:
+    if not pairs or width % interleave:
         return None  # nothing scorable, or blocks torch-pruning cannot shrink evenly
+    slots = tied_slots(ties(handle), width, interleave)
+    if slots < 2:
+        return None  # its ties leave one slot, which the group must keep: nothing can go
+    members = {name: channel_map(found, width, slots, slots != width // interleave)
+               for name, found in pairs.items()}
     root = names.get(handle[0].dep.target.module, next(iter(members)))
-    return ChannelGroup(root, width, members, modules, interleave, handle)
+    return ChannelGroup(root, width, members, modules, width // slots, handle)
+
+
+def within_width(graph: tp.DependencyGraph, module: Any, is_out: bool, idxs: list[int]) -> bool:
+    """Whether every index of a group item names a channel the layer has."""
+    if not isinstance(module, nn.Module) or not idxs:
+        return True
+    try:
+        channels = graph.get_out_channels(module) if is_out else graph.get_in_channels(module)
+    except Exception:  # a layer torch-pruning has no width for: nothing to check against
+        return True
+    return channels is None or (min(idxs) >= 0 and max(idxs) < channels)
+
+
+def ties(handle) -> list[tuple[int, int]]:
+    """Pairs of root channels that reach one channel of the same layer, so go together: those
+    torch-pruning's merge dropped (``record_ties``) and those left in one item's index list."""
+    found = list(getattr(handle, "fp_ties", ()))
+    for item in handle:
+        first: dict[int, int] = {}
+        for idx, root in zip(item.idxs, item.root_idxs):
+            if root is None:
+                continue
+            if first.setdefault(idx, root) != root:
+                found.append((first[idx], root))
+    return found
+
+
+def tied_slots(pairs: list[tuple[int, int]], width: int, interleave: int) -> int:
+    """The most slots a group of ``width`` channels can have when its channels must shrink in
+    ``interleave`` blocks and each tied pair must fall in one slot (slot ``c % slots`` holds
+    channel ``c``): the largest divisor of ``width / interleave`` that divides every pair's
+    distance."""
+    slots = width // interleave
+    for a, b in pairs:
+        slots = math.gcd(slots, abs(a - b))
+        if slots == 1:
+            break
+    return slots
+
+
+def channel_map(pairs: list[tuple[int, int]], width: int, slots: int, tied: bool) -> Tensor:
+    """The member channel of each group channel (-1: none). Untied, that is the pair of the root
+    channel. Tied, a root may reach several member channels and several roots one: each member
+    channel is given to one root of its slot, so that each is counted once."""
+    found = [-1] * width
+    if not tied:
+        for idx, root in pairs:
+            if root is not None:
+                found[root] = idx
+        return torch.tensor(found, dtype=torch.long)
+    used, left = set(), []
+    for idx, root in pairs:
+        if root is None or idx in used:
+            continue
+        if found[root] < 0:
+            found[root] = idx
+            used.add(idx)
+        else:
+            left.append((idx, root))
+    for idx, root in left:
+        free = next((c for c in range(root % slots, width, slots) if found[c] < 0), None)
+        if idx not in used and free is not None:
+            found[free] = idx
+            used.add(idx)
+    return torch.tensor(found, dtype=torch.long)
+
+
+def record_ties() -> None:
+    """Make torch-pruning's group merge note the root channels it drops: when two paths reach
+    one channel of a layer from different root channels, it keeps the first root only. The
+    merge itself is unchanged; the dropped pairs go to ``group.fp_ties``."""
+    merge = Group.add_and_merge
+    if getattr(merge, "fp_records_ties", False):
+        return
+
+    def add_and_merge(self, dep, idxs):
+        for held_dep, held in self._group:
+            if held_dep.target == dep.target and held_dep.handler == dep.handler:
+                roots = {i.idx: i.root_idx for i in held if hasattr(i, "root_idx")}
+                for i in idxs:
+                    root = getattr(i, "root_idx", None)
+                    if root is not None and roots.setdefault(i.idx, root) not in (root, None):
+                        vars(self).setdefault("fp_ties", []).append((roots[i.idx], root))
+                break
+        return merge(self, dep, idxs)
+
+    add_and_merge.fp_records_ties = True
+    Group.add_and_merge = add_and_merge
 
 
 def channel_blocks(graph: tp.DependencyGraph, module: Any, is_out: bool) -> int:

@@ -11,12 +11,18 @@ patch embedding, class token, positional embedding and LayerNorms with it) are l
 
 Heads are pruned where the forward reads the head count and width from the module:
 torchvision's ``ShiftedWindowAttention`` (Swin), given a forward that reads the head width from
-``qkv`` once a head is gone (``windows.window_attention``), and any class that sets
-``fp_prunable_heads = True`` (fp's ``vit_cifar`` attention, ``expose_heads``). A head group has
-one slot per head; its channels are the head's q, k and v rows of ``qkv``, in the interleaved
-order of ``ChannelGroup`` (channel ``b * heads + h`` is row ``b`` of head ``h``), so the head's
-score is the mean of its rows' filter scores and removing it takes its rows, its ``proj``
-columns and its column of a relative position bias table. nn.MultiheadAttention keeps its heads:
+``qkv`` once a head is gone (``windows.window_attention``), timm's ViT ``Attention`` (without a
+gate or a norm over the heads' outputs; its ``attn_dim`` follows the heads) and Swin
+``WindowAttention`` (``READS_HEADS``), and any class that sets ``fp_prunable_heads = True``
+(fp's ``vit_cifar`` attention, ``expose_heads``). Other attention modules keep their heads: their
+forward derives the head width from the input width, or they hold more per-head parts than
+``remove_heads`` knows (a head-wide norm, separate q, k and v biases, a value width unlike the
+key width).
+
+A head group has one slot per head; its channels are the head's q, k and v rows of ``qkv``, in
+the interleaved order of ``ChannelGroup`` (channel ``b * heads + h`` is row ``b`` of head ``h``),
+so the head's score is the mean of its rows' filter scores and removing it takes its rows, its
+``proj`` columns and its column of a relative position bias table. nn.MultiheadAttention keeps its heads:
 its q/k/v projection is the bare parameter ``in_proj_weight``, which no measure scores.
 """
 from __future__ import annotations
@@ -32,6 +38,18 @@ from fp.pruning.windows import prunable_class
 SWIN = ("torchvision.models.swin_transformer", "ShiftedWindowAttention")
 #: per-head parameters of an attention module and the dim that indexes heads
 PER_HEAD = {"relative_position_bias_table": -1}
+#: attention classes of other libraries whose forward reads ``num_heads`` and the head width
+#: (``head_dim``, ``attn_dim``, or -1 in a reshape) from the module, never from the input width:
+#: (module path, class name) -> the condition on an instance (the parts it must not have)
+READS_HEADS = {
+    ("timm.layers.attention", "Attention"):  # timm's ViT, DeiT, MobileViT, ...
+        lambda m: getattr(m, "gate", None) is None
+        and isinstance(getattr(m, "norm", None), nn.Identity),
+    ("timm.models.swin_transformer", "WindowAttention"):  # timm's Swin (v1)
+        lambda m: True,
+}
+#: attributes that hold the width of all heads together, kept equal to heads x head width
+ALL_HEADS_WIDTH = ("attn_dim",)
 
 
 def attention_modules(model: nn.Module) -> dict[nn.Module, str]:
@@ -68,7 +86,14 @@ def prunable_heads(module: nn.Module) -> bool:
     proj, qkv = output_projection(module), module.qkv
     fits = proj is not None and qkv.out_features == 3 * proj.in_features and \
         proj.in_features % module.num_heads == 0
-    return fits and (getattr(type(module), "fp_prunable_heads", False) or is_swin(type(module)))
+    return fits and (getattr(type(module), "fp_prunable_heads", False) or is_swin(type(module))
+                     or reads_heads(module))
+
+
+def reads_heads(module: nn.Module) -> bool:
+    """Whether ``module`` is one of ``READS_HEADS``, without parts a head removal leaves behind."""
+    condition = READS_HEADS.get((type(module).__module__, type(module).__qualname__))
+    return condition is not None and bool(condition(module))
 
 
 class HeadHandle(Group):
@@ -139,6 +164,9 @@ def remove_heads(module: nn.Module, heads: list[int]) -> Tensor:
             pruner = tp.pruner.function.ParameterPruner(pruning_dim=dim_of_heads)
             setattr(module, attr, pruner._prune_parameter_and_grad(param, keep, dim_of_heads))
     module.num_heads, module.head_dim = len(keep), dim
+    for attr in ALL_HEADS_WIDTH:
+        if isinstance(getattr(module, attr, None), int):
+            setattr(module, attr, len(keep) * dim)
     reconcile_module(module)
     return rows.sort().values
 

@@ -5,7 +5,10 @@ earlier group, then the earlier slot, so a selection never depends on anything b
 Slots are taken in that order until their saving covers ``need`` (in filters, parameters or
 FLOPs). A per-layer cap keeps each group alive: it never loses more than ``max_fraction`` of
 its DENSE width in all (so repeated prune events cannot hollow a layer out) and keeps at least
-one slot.
+one slot. The cap holds for every member layer of the group too (``member_limits``): a member
+that only part of the group's slots reach (one input of a concatenation tied to a wider layer)
+could otherwise lose all its channels while the group keeps some, so a slot that would take a
+member past its cap is passed over and the group's next slots are taken instead.
 
 ``round_to = k`` (Torch-Pruning's ``round_to``): a group that loses channels keeps a multiple of
 k of them (of lcm(k, c) for slots of c channels). The ranking is walked as before; a group loses
@@ -58,9 +61,48 @@ def ranked_slots(groups: list[ChannelGroup], filter_scores: dict[str, Tensor],
                                round_to)
         scored = sorted((float(s), index, slot) for slot, s in enumerate(scores.tolist())
                         if not math.isnan(s))
-        candidates.extend(scored[:room])  # a group's lowest slots come first globally anyway
+        # a group's lowest slots come first globally anyway
+        candidates.extend(within_members(group, scored, room, dense_widths, max_fraction))
     candidates.sort()
     return candidates
+
+
+def member_limits(group: ChannelGroup, dense_widths: dict[str, int], max_fraction: float,
+                  room: int) -> list[tuple[list[int], int]]:
+    """Per member whose own cap could bind before the group's ``room`` runs out: its channels
+    in each slot and how many more it may lose (at most ``max_fraction`` of its dense width, and
+    one channel kept)."""
+    limits = []
+    for name, slot_of in group.member_slots().items():
+        width = len(slot_of)
+        dense = max(dense_widths.get(name, width), width)
+        allowed = min(math.floor(max_fraction * dense + 1e-9) - (dense - width), width - 1)
+        counts = slot_of[slot_of >= 0].bincount(minlength=group.slots).tolist()
+        if sum(sorted(counts, reverse=True)[:room]) > allowed:
+            limits.append((counts, max(allowed, 0)))
+    return limits
+
+
+Ranked = list[tuple[float, int, int]]
+
+
+def within_members(group: ChannelGroup, scored: Ranked, room: int, dense_widths: dict[str, int],
+                   max_fraction: float) -> Ranked:
+    """The first ``room`` of ``scored`` (a group's slots, lowest first) that keep every member
+    within its own cap."""
+    limits = member_limits(group, dense_widths, max_fraction, room)
+    if not limits:
+        return scored[:room]
+    taken, lost = [], [0] * len(limits)
+    for entry in scored:
+        if len(taken) == room:
+            break
+        slot = entry[2]
+        if all(lost[m] + counts[slot] <= allowed for m, (counts, allowed) in enumerate(limits)):
+            taken.append(entry)
+            for m, (counts, _) in enumerate(limits):
+                lost[m] += counts[slot]
+    return taken
 
 
 def rounded_walk(groups: list[ChannelGroup], ranked: list[tuple[float, int, int]],

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from fp.errors import PruningError
 from fp.pruning.heads import HeadHandle
 from fp.pruning.groups import ChannelGroup, channel_groups
-from fp.pruning.trace import reason
+from fp.pruning.trace import failed_in, reason
 from fp.nn import channels_last_names, eval_mode, to_channels_last
 from fp.pruning.stats import filter_widths
 
@@ -155,8 +155,10 @@ def prune_and_run(model: nn.Module, groups: list[ChannelGroup], selection: dict[
     the channels actually removed, not a stand-in. A failure of either is a PruningError; the
     caller puts the model back (``Snapshot``), since only it knows the state to go back to (a
     prune event's start, before its first round)."""
+    before = empty_layers(model)
     try:
         result = prune_channels(model, groups, selection, carry=carry)
+        check_widths(model, before)
         with torch.no_grad(), eval_mode(model):
             model(example_inputs[:1])
     except PruningError:
@@ -166,11 +168,40 @@ def prune_and_run(model: nn.Module, groups: list[ChannelGroup], selection: dict[
     return result
 
 
+def empty_layers(model: nn.Module) -> dict[str, str]:
+    """Every module without a channel (a parameter or buffer with a zero dim, or a zero channel
+    count): name -> its name and class, as an error names it."""
+    found = {}
+    for name, module in model.named_modules():
+        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        counts = [getattr(module, key, None) for key in WIDTHS]
+        if any(t.dim() and 0 in t.shape for t in tensors) or 0 in counts:
+            found[name] = f"{name or 'the top-level module'!r} ({type(module).__name__})"
+    return found
+
+
+#: the attributes that hold a layer's channel count
+WIDTHS = ("in_channels", "out_channels", "in_features", "out_features", "num_features",
+          "num_heads")
+
+
+def check_widths(model: nn.Module, before: dict[str, str]) -> None:
+    """Refuse a surgery that left a layer with no channels (``before``: the modules that had
+    none already): the forward check might not reach it (a branch the example does not take),
+    and no later event could prune it again."""
+    emptied = [what for name, what in empty_layers(model).items() if name not in before]
+    if emptied:
+        raise PruningError(f"pruning {type(model).__name__} would leave {emptied[0]} with no "
+                           f"channels, so it was stopped; the model is left as it was.")
+
+
 def surgery_error(model: nn.Module, exc: BaseException) -> PruningError:
-    return PruningError(f"{type(model).__name__} cannot be pruned: its forward pass fails once "
-                        f"channels are removed ({reason(exc)}), so torch-pruning's trace misses a "
-                        f"dependency (a reshape with a fixed channel count, a tensor built outside "
-                        f"autograd, ...); the model is left as it was.")
+    """The refusal of a model whose forward fails after surgery, naming the module it fails in."""
+    return PruningError(f"{type(model).__name__} cannot be pruned: its forward pass fails"
+                        f"{failed_in(model, exc)} once channels are removed ({reason(exc)}), so "
+                        f"torch-pruning's trace misses a dependency (a reshape with a fixed "
+                        f"channel count, a tensor built outside autograd, ...); the model is left "
+                        f"as it was.")
 
 
 #: models whose surgery was already tried on a copy, with the protected names it was tried with
@@ -193,14 +224,18 @@ def check_surgery(model: nn.Module, example_inputs: Tensor, protected: Iterable[
         return
     groups = channel_groups(trial, example_inputs, protected=protected)
     selection = {i: g.slot_channels(g.slots - 1) for i, g in enumerate(groups) if g.slots > 1}
+    before = empty_layers(trial)
     try:
         prune_channels(trial, groups, selection)
+        check_widths(trial, before)
         with torch.no_grad(), eval_mode(trial):
             trial(example_inputs[:1])
+    except PruningError:
+        raise
     except Exception as exc:
-        raise surgery_error(model, exc) from exc
+        raise surgery_error(trial, exc) from exc
     _CHECKED[model] = protected
 
 
-__all__ = ["PruneResult", "Snapshot", "check_surgery", "prune_and_run", "prune_channels",
-           "prune_group", "surgery_error"]
+__all__ = ["PruneResult", "Snapshot", "check_surgery", "check_widths", "empty_layers",
+           "prune_and_run", "prune_channels", "prune_group", "surgery_error"]

@@ -9,8 +9,10 @@ grouping never settles (torchvision's Swin without this grows them 32-fold a pas
 Outside attention that can still happen, so the analysis is bounded: no index list may outgrow
 ``SLACK`` times the longest dim of any tensor the trace saw (a real list indexes one dim), at
 most ``MAX_INDEX_WORK`` indices are mapped through reshapes, concatenations and slices in all,
-and grouping stops after ``MAX_SECONDS``. Past any of them a PruningError names the module whose
-operations the indices were going through.
+no group collects more than ``GROWTH`` times the model's dependencies (a loop that never settles,
+as an in-place add into a slice of channels makes, grows a group without end and each addition
+costs more than the last), and grouping stops after ``MAX_SECONDS``. Past any of them a
+PruningError names the module whose operations the indices were going through.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch_pruning.dependency import index_mapping
+from torch_pruning.dependency.group import Group
 
 from fp.errors import PruningError
 from fp.nn import eval_mode
@@ -36,6 +39,11 @@ SLACK = 2
 MAX_INDEX_WORK = 10_000_000
 #: seconds torch-pruning may spend grouping one model
 MAX_SECONDS = 30.0
+#: one group may collect this many dependencies per dependency of the traced model: a group
+#: reaches each dependency a few times at most (once per tied path), while a loop that never
+#: settles (an in-place write into a slice of channels) adds them without end, each addition
+#: checked against all before it
+GROWTH = 4
 
 _MAPPINGS = [cls for name, cls in vars(index_mapping).items()
              if isinstance(cls, type) and name.endswith("IndexMapping")]
@@ -112,15 +120,40 @@ def build_graph(model: nn.Module, example_inputs: Tensor) -> tp.DependencyGraph:
     return graph
 
 
+def failed_in(model: nn.Module, exc: BaseException) -> str:
+    """' in <name> (<class>)' for the innermost module of ``model`` whose code was running when
+    ``exc`` was raised (read from its traceback: no hooks, nothing left on the model), or ''
+    when none was (a failure inside autograd's backward, say)."""
+    names = {id(module): (name, module) for name, module in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = names.get(id(tb.tb_frame.f_locals.get("self")))
+        found = owner or found
+        tb = tb.tb_next
+    if found is None:
+        return ""
+    name, module = found
+    return f" in {name or 'the top-level module'!r} ({type(module).__name__})"
+
+
 def reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 class _Exhausted(Exception):
-    def __init__(self, mapping: Any, what: str):
+    def __init__(self, mapping: Any, what: str, node: Any = None):
         super().__init__(what)
-        self.mapping, self.what = mapping, what
+        self.mapping, self.what, self.node = mapping, what, node
+
+
+class Stopped(Exception):
+    """A traversal reached an index mapping of a kind ``stopping_at`` names."""
+
+    def __init__(self, mapping: Any):
+        super().__init__(type(mapping).__name__)
+        self.mapping = mapping
 
 
 class _Meter(threading.local):
@@ -128,6 +161,8 @@ class _Meter(threading.local):
     work = 0
     longest = 0
     deadline = 0.0
+    items = 0  # the most dependencies one group may collect
+    stops: tuple[type, ...] = ()
 
 
 _METER = _Meter()
@@ -136,6 +171,8 @@ _LOCK = threading.Lock()
 
 def _metered(call):
     def metered(self, idxs):
+        if isinstance(self, _METER.stops):
+            raise Stopped(self)
         out = call(self, idxs)
         if _METER.depth:
             _METER.work += len(idxs) + len(out)
@@ -151,11 +188,36 @@ def _metered(call):
     return metered
 
 
+def _counted(add_dep):
+    def counted(self, dep, idxs):
+        add_dep(self, dep, idxs)
+        if _METER.depth and len(self._group) > _METER.items:
+            raise _Exhausted(None, f"a group of more than {_METER.items:,} dependencies, "
+                                   f"{GROWTH} per dependency of the model", node=dep.target)
+    counted.fp_metered = True
+    return counted
+
+
 def _install() -> None:
     with _LOCK:
         for cls in _MAPPINGS:
             if not getattr(cls.__call__, "fp_metered", False):
                 cls.__call__ = _metered(cls.__call__)
+        if not getattr(Group.add_dep, "fp_metered", False):
+            Group.add_dep = _counted(Group.add_dep)
+
+
+@contextlib.contextmanager
+def stopping_at(kinds: tuple[type, ...]) -> Iterator[None]:
+    """Within the block, a torch-pruning traversal that reaches an index mapping of one of
+    ``kinds`` raises ``Stopped`` at once (``groups`` drops a group through a channel split
+    without tracing the rest of it)."""
+    _install()
+    previous, _METER.stops = _METER.stops, tuple(kinds)
+    try:
+        yield
+    finally:
+        _METER.stops = previous
 
 
 @contextlib.contextmanager
@@ -167,28 +229,32 @@ def budget(graph: tp.DependencyGraph, model: nn.Module) -> Iterator[None]:
         recorder = getattr(graph, "fp_recorder", None)
         _METER.longest = SLACK * (recorder.largest if recorder else MAX_INDEX_WORK)
         _METER.work, _METER.deadline = 0, time.perf_counter() + MAX_SECONDS
+        dependencies = sum(len(node.dependencies) for node in graph.module2node.values())
+        _METER.items = GROWTH * dependencies + 64
     _METER.depth += 1
     try:
         yield
     except _Exhausted as exc:
-        where = culprit(graph, exc.mapping)
+        where = culprit(graph, exc.mapping, exc.node)
         raise PruningError(f"torch-pruning's channel analysis of {type(model).__name__} ran past "
-                           f"its budget ({exc.what}) in {where}: a reshape there mixes channels "
-                           f"with other dimensions, so its channel groups cannot be traced."
-                           ) from None
+                           f"its budget ({exc.what}) in {where}: an operation there mixes "
+                           f"channels with other dimensions or writes into a slice of them, so "
+                           f"its channel groups cannot be traced.") from None
     finally:
         _METER.depth -= 1
 
 
-def culprit(graph: tp.DependencyGraph, mapping: Any) -> str:
-    """The module whose forward ran the operation that carries ``mapping``: the nearest traced
-    operation (breadth first) whose module is known (an op inside a linear layer's own forward,
-    or a layer called from there, counts for the module that called it)."""
+def culprit(graph: tp.DependencyGraph, mapping: Any, start: Any = None) -> str:
+    """The module whose forward ran the operation that carries ``mapping`` (or the traced node
+    ``start``): the nearest traced operation (breadth first) whose module is known (an op inside
+    a linear layer's own forward, or a layer called from there, counts for the module that
+    called it)."""
     recorder = getattr(graph, "fp_recorder", None)
-    queue = collections.deque(end for node in graph.module2node.values()
-                              for dep in node.dependencies
-                              if any(m is mapping for m in dep.index_mapping)
-                              for end in (dep.target, dep.source))
+    queue = collections.deque([start] if start is not None else [])
+    if mapping is not None:
+        queue.extend(end for node in graph.module2node.values() for dep in node.dependencies
+                     if any(m is mapping for m in dep.index_mapping)
+                     for end in (dep.target, dep.source))
     seen = set()
     while queue and recorder is not None:
         node = queue.popleft()
@@ -204,5 +270,5 @@ def culprit(graph: tp.DependencyGraph, mapping: Any) -> str:
     return "an operation outside any submodule"
 
 
-__all__ = ["MAX_INDEX_WORK", "MAX_SECONDS", "SLACK", "ModuleRecorder", "budget", "build_graph",
-           "reason"]
+__all__ = ["GROWTH", "MAX_INDEX_WORK", "MAX_SECONDS", "SLACK", "ModuleRecorder",
+           "Stopped", "budget", "build_graph", "failed_in", "reason", "stopping_at"]
