@@ -30,6 +30,8 @@ MIN_REPEATS, MAX_REPEATS = 5, 1000  # bounds on the repeats unless ``repeats`` f
 GAIN = 1.05
 #: measure_ratio: at most this many back-to-back runs make one timed sample of the shorter side
 MAX_RUNS = 8
+#: time_forward_pair: seconds of repeats (both models together) unless told otherwise
+PAIR_TIME_S = 0.5
 #: a timed alternative replaces the default only when it takes less than (1 − MARGIN) of its time
 MARGIN = 0.03
 clock = time.perf_counter  # a module attribute, so that tests can drive a fake clock
@@ -195,7 +197,7 @@ def time_forward(model: nn.Module, example: torch.Tensor, batch: int, *, device:
 def time_forward_pair(dense: nn.Module, pruned: nn.Module, example: torch.Tensor, batch: int, *,
                       device: torch.device | str, dtype: torch.dtype | str = torch.float32,
                       channels_last: bool = False, warmup: int = 3, repeats: int | None = None,
-                      min_time_s: float = 0.5, max_repeats: int = MAX_REPEATS
+                      min_time_s: float = PAIR_TIME_S, max_repeats: int = MAX_REPEATS
                       ) -> tuple[ForwardTiming, ForwardTiming]:
     """(dense, pruned) forward timings at ``batch``, their repeats interleaved so that drifting
     load hits both alike."""

@@ -90,25 +90,25 @@ def test_a_noisy_pass_is_caught_by_the_confirmation(filter_scores):
     assert true(model)[0] <= 0.5 * dense_s
 
 
-def test_a_confirmation_times_dense_and_candidate_with_the_functions_interleaved_pair(
+def test_every_probe_times_dense_and_candidate_with_the_functions_interleaved_pair(
         filter_scores):
     true, pairs = flops_latency(), []
 
     def latency_fn(model):
         return true(model)
 
-    def interleaved(dense, model):  # what measured_latency's does, with fp.timing's clock
-        pairs.append((filter_widths(dense), filter_widths(model)))
+    def interleaved(dense, model, confirm=False):  # as measured_latency's, fp.timing's clock
+        pairs.append((filter_widths(dense), filter_widths(model), confirm))
         return true(dense), true(model)
 
     latency_fn.interleaved = interleaved
     model = small_cnn()
     dense_widths = filter_widths(model)
     done = prune(model, filter_scores(model), 0.5, latency_fn)
-    confirms = [p for p in done.probes if p.phase == "confirm"]
-    assert confirms and len(pairs) == len(confirms)
-    assert all(dense == dense_widths for dense, _ in pairs)
-    assert pairs[-1][1] == filter_widths(model) and confirms[-1].accepted
+    # every probe is a pair, the confirmations marked as such
+    assert [confirm for *_, confirm in pairs] == [p.phase == "confirm" for p in done.probes]
+    assert all(dense == dense_widths for dense, *_ in pairs)
+    assert pairs[-1][1] == filter_widths(model) and done.probes[-1].accepted
     assert callable(measured_latency(IMAGES).interleaved)
 
 

@@ -1,10 +1,15 @@
 """The bisection behind a latency target (``latency_target``): candidate counts of ranked slots,
 timed with an injected ``latency_fn`` against the dense model, at most ``budget`` timings in the
-search. The count it settles on is then confirmed, whatever the budget left: a confirmation
-times the dense model and the candidate in interleaved order, and a count that fails it is
-too slow, the search going on above it. With
-``latency_fn.interleaved(dense, model) -> ((s, noise), (s, noise))`` when the function has one,
-else as dense, candidate, dense (the candidate compared with the mean of the two)."""
+search. The count it settles on is then confirmed, whatever the budget left, and a count that
+fails its confirmation is too slow, the search going on above it.
+
+Where the function has ``latency_fn.interleaved(dense, model, confirm=...) -> ((s, noise),
+(s, noise))`` (``measured_latency``'s), every probe times the dense model and the candidate in
+interleaved order, a confirmation for longer. A dense timing from the start of the search would
+not do: on a 2-core host the dense model's forward went from 160 ms to 127 ms within one
+search, so candidates compared with the first timing looked up to a fifth faster than they
+were. Without it, a search probe is compared with one dense timing and a confirmation times
+dense, candidate, dense (the candidate compared with the mean of the two)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,14 +51,17 @@ class Search:
         self.budget, self.candidate = budget, candidate
         self.probes: list[LatencyProbe] = []
         self.last: dict[int, LatencyProbe] = {}  # count -> its latest timing
-        self.dense_s = float(latency_fn(reference)[0])
+        # one dense timing for every probe, unless each probe times the dense model beside it
+        self.dense_s = (float("nan") if hasattr(latency_fn, "interleaved")
+                        else float(latency_fn(reference)[0]))
 
     def time(self, m: int, phase: str = "search") -> LatencyProbe:
         """Time candidate ``m`` (a confirmation between two timings of the dense model)."""
         (trial, slots), dense_s = self.candidate(m), self.dense_s
         interleaved = getattr(self.fn, "interleaved", None)  # (dense, model), interleaved
-        if phase == "confirm" and interleaved is not None:
-            (dense_s, _), (seconds, noise) = interleaved(self.reference, trial)
+        if interleaved is not None:  # every probe beside a fresh timing of the dense model
+            (dense_s, _), (seconds, noise) = interleaved(self.reference, trial,
+                                                         confirm=phase == "confirm")
         elif phase == "confirm":
             before, (seconds, noise) = self.fn(self.reference)[0], self.fn(trial)
             dense_s = (before + self.fn(self.reference)[0]) / 2

@@ -131,12 +131,16 @@ def dense_reference(model: nn.Module, dense: dict[str, Any] | None = None) -> nn
     return rebuilt.train(model.training)
 
 
+#: a confirmation (dense and candidate interleaved) times this many times longer than a search probe
+CONFIRM_TIME = 4
+
+
 def measured_latency(example: Tensor, batch: int = 1, device: str | torch.device | None = None,
                      **options: Any) -> LatencyFn:
     """A ``latency_fn`` that times a forward pass of ``example``'s first sample repeated to
     ``batch`` on ``device`` (None: the model's) with ``fp.timing.time_forward``; its
     ``interleaved`` times the dense model and a candidate interleaved
-    (``fp.timing.time_forward_pair``). ``options`` go to both (dtype, channels_last, warmup,
+    (``fp.timing.time_forward_pair``), ``CONFIRM_TIME`` times as long for a confirmation. ``options`` go to both (dtype, channels_last, warmup,
     repeats, min_time_s)."""
 
     def where(model: nn.Module) -> str | torch.device:
@@ -147,9 +151,13 @@ def measured_latency(example: Tensor, batch: int = 1, device: str | torch.device
         measured = timing.time_forward(model, example, batch, device=where(model), **options)
         return measured.median_s, measured.spread
 
-    def interleaved(dense: nn.Module, model: nn.Module) -> tuple[tuple[float, float], ...]:
+    def interleaved(dense: nn.Module, model: nn.Module, confirm: bool = False
+                    ) -> tuple[tuple[float, float], ...]:
+        # a confirmation decides what is accepted: it takes CONFIRM_TIME times the time of a
+        # search timing, since one pair's ratio varies by ±7% on a quiet 2-core host
+        seconds = options.get("min_time_s", timing.PAIR_TIME_S) * (CONFIRM_TIME if confirm else 1)
         pair = timing.time_forward_pair(dense, model, example, batch, device=where(model),
-                                        **options)
+                                        **{**options, "min_time_s": seconds})
         return tuple((t.median_s, t.spread) for t in pair)
 
     latency_fn.interleaved = interleaved
