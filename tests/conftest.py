@@ -43,6 +43,7 @@ def _untimed_scoring_shortcuts(monkeypatch):
 
     monkeypatch.setattr(shortcuts, "DEFAULT_MODE", "off")
     monkeypatch.setattr(shortcut_choice, "TIMED", {})
+    monkeypatch.setattr(shortcut_choice, "DECIDED", {})
     monkeypatch.setattr(shortcut_choice, "_time",
                         lambda *_: shortcut_choice.Timed(1.0, 1.0, False))
 

@@ -69,6 +69,11 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def is_distributed() -> bool:
+    """Whether a default process group of more than one rank is running."""
+    return _distributed()
+
+
 def is_rank_zero() -> bool:
     """Whether this process is rank 0 of the default process group (or not distributed)."""
     return not _distributed() or dist.get_rank() == 0

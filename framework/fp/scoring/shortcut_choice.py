@@ -16,9 +16,11 @@ differently, and are faster on some machines and shapes and slower on others:
 neither (torch's own layers: a run's default, so that its numbers never depend on a timing),
 "on" takes every one that applies (to a convolution called once per forward, the matrix
 product only where it is 2-d and ungrouped and its unfolded input fits ``MAX_UNFOLDED_BYTES``),
-and "auto" times each shortcut against torch's own layer on this process's device, once per process for each shape (``TIMED``), and takes it where it is
-faster by ``fp.timing.MARGIN``. A convolution is timed alone, on random inputs shaped as the
-first scoring batch makes them: one forward of one sample finds the shapes. Under
+and "auto" times each shortcut against torch's own layer on this process's device, once per
+process for each shape (``TIMED``), and takes it where it is faster by ``fp.timing.MARGIN``.
+A convolution is timed alone, its forward and backward as the scoring pass runs them, on random
+inputs shaped as the first scoring batch makes them: one forward of one sample finds the
+shapes, once per process for a model's modules, widths and images (``DECIDED``). Under
 torch.distributed rank 0 times and every rank takes its decisions.
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from fp.nn import eval_mode
-from fp.scoring.gradients import as_on_rank_zero, is_rank_zero
+from fp.scoring.graph import structure
+from fp.scoring.gradients import as_on_rank_zero, is_distributed, is_rank_zero
 from fp.scoring.layers.conv import Geometry
 from fp.scoring.layers.fold import folded_weight_and_bias, foldable_pairs, is_plain_conv
 from fp.scoring.layers.shortcuts import NONE, ShortcutInfo, Shortcuts, checked_mode
@@ -55,6 +58,8 @@ class Timed(NamedTuple):
 
 #: the timings of this process, by ``(shortcut, shape key)`` (tests swap it for an empty one)
 TIMED: dict[tuple, Timed] = {}
+#: the decisions of this process, by ``_decision_key`` (tests swap it for an empty one)
+DECIDED: dict[tuple, Shortcuts] = {}
 
 
 @dataclass
@@ -65,6 +70,7 @@ class _Site:
     conv: nn.Module
     input_shape: tuple[int, ...] = ()
     channels_last: bool = False
+    input_grad: bool = True  # False for the model's own input (the images need no gradient)
     calls: int = 0
     batchnorm: nn.Module | None = None
     keys: dict[str, tuple] = field(default_factory=dict)
@@ -76,6 +82,25 @@ def decide(model: nn.Module, x: Tensor, mode: str) -> tuple[Shortcuts, ShortcutI
     mode = checked_mode(mode)
     if mode == "off":
         return NONE, ShortcutInfo(scoring_shortcuts=mode, scoring_matmul=[], scoring_fold=[])
+    if is_distributed():  # every rank takes part in rank 0's decision each time
+        return _decided(model, x, mode)
+    key = _decision_key(model, x, mode)
+    if key in DECIDED:  # the same model, widths and images as before: nothing to look at again
+        return DECIDED[key], _info(mode, DECIDED[key], 0.0)
+    chosen, info = _decided(model, x, mode)
+    DECIDED[key] = chosen
+    return chosen, info
+
+
+def _decision_key(model: nn.Module, x: Tensor, mode: str) -> tuple:
+    """What a decision depends on: the model's modules with their widths, which parameters
+    train (a frozen γ does not fold), and the images' device, dtype, shape and layout."""
+    return (mode, structure(model), tuple(p.requires_grad for p in model.parameters()),
+            x.device.type, x.dtype, tuple(x.shape),
+            x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def _decided(model: nn.Module, x: Tensor, mode: str) -> tuple[Shortcuts, ShortcutInfo]:
     with eval_mode(model):
         pairs = foldable_pairs(model)
     modules = dict(model.named_modules())
@@ -117,11 +142,13 @@ def _sites(model: nn.Module, x: Tensor, convs: dict[str, nn.Module], pairs: dict
         site.input_shape = (batch_size, *inp.shape[1:])
         site.channels_last = inp.dim() == 4 and inp.is_contiguous(
             memory_format=torch.channels_last) and not inp.is_contiguous()
+        site.input_grad = inp is not images
 
+    images = x[:1]
     handles = [conv.register_forward_pre_hook(record) for conv in convs.values()]
     try:
         with eval_mode(model), torch.no_grad():
-            model(x[:1])
+            model(images)
     finally:
         for handle in handles:
             handle.remove()
@@ -139,7 +166,7 @@ def _shape_key(site: _Site, x_like: Tensor) -> tuple:
     conv = site.conv
     return (x_like.device.type, x_like.dtype, site.input_shape, site.channels_last,
             tuple(conv.weight.shape), tuple(conv.stride), tuple(conv.padding),
-            tuple(conv.dilation), conv.groups, conv.bias is not None)
+            tuple(conv.dilation), conv.groups, conv.bias is not None, site.input_grad)
 
 
 def _taken(shortcut: str, site: _Site) -> bool:
@@ -221,15 +248,17 @@ def _random(shape: tuple[int, ...], like: Tensor, channels_last: bool) -> Tensor
 
 
 def _matmul_runs(site: _Site) -> Runs:
-    """The weight gradient by the backend's kernel, and as one matrix product (whose cost grows
-    with the batch: probed on a share of it first)."""
+    """A convolution's backward as the scoring pass runs it (the input's gradient where the
+    input needs one, the weight's and the bias's): in one call of the backend's kernel, and with
+    the weight's gradient as one matrix product instead (whose cost grows with the batch: probed
+    on a share of it first)."""
     conv = site.conv
     geometry = Geometry(tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation),
                         conv.groups)
     weight = conv.weight.detach()
     x = _random(site.input_shape, weight, site.channels_last)
     grad_out = _random(_output_shape(site), weight, site.channels_last)
-    mask, product = (False, True, False), geometry.matmul()
+    mask, product = (site.input_grad, True, conv.bias is not None), geometry.matmul()
     few = max(1, math.ceil(x.shape[0] * PROBE_SHARE))
     return Runs(lambda: geometry.backward(grad_out, x, weight, mask),
                 lambda: product.backward(grad_out, x, weight, mask),
@@ -238,40 +267,37 @@ def _matmul_runs(site: _Site) -> Runs:
 
 
 def _fold_runs(site: _Site) -> Runs:
-    """What differs between a convolution followed by its eval-mode BatchNorm and the two folded
-    (the convolution itself is the same): the BatchNorm's forward and backward over the
-    convolution's output, against the fold's over the weight, plus the gradient of the bias the
-    fold gives a convolution that had none (a sum over its output)."""
+    """A forward and backward of the convolution followed by its eval-mode BatchNorm, and of the
+    convolution with the BatchNorm folded into its weight and bias: to the input (where it needs
+    a gradient), the weight, the bias and the BatchNorm's affine parameters."""
     from types import SimpleNamespace
 
     conv, bn = site.conv, site.batchnorm
+    x = _random(site.input_shape, conv.weight, site.channels_last)
+    x.requires_grad_(site.input_grad)
     weight = conv.weight.detach().requires_grad_()
-    out = _random(_output_shape(site), weight, site.channels_last).requires_grad_()
-    cotangent, weight_cotangent = torch.randn_like(out), torch.randn_like(weight)
+    bias = None if conv.bias is None else conv.bias.detach().requires_grad_()
     gamma = None if bn.weight is None else bn.weight.detach().requires_grad_()
     beta = None if bn.bias is None else bn.bias.detach().requires_grad_()
     stand_in = SimpleNamespace(running_mean=bn.running_mean, running_var=bn.running_var,
                                eps=bn.eps, weight=gamma, bias=beta)
-    bias = None if conv.bias is None else conv.bias.detach().requires_grad_()
-    affine = [t for t in (gamma, beta) if t is not None]
-    dims = [d for d in range(out.dim()) if d != 1]
+    leaves = [t for t in (x, weight, bias, gamma, beta) if t is not None and t.requires_grad]
+    cotangent = _random(_output_shape(site), conv.weight, site.channels_last)
 
-    def normalised() -> None:
+    def unfolded() -> None:
         with torch.enable_grad():
-            y = torch.nn.functional.batch_norm(out, bn.running_mean, bn.running_var, gamma,
-                                               beta, False, 0.0, bn.eps)
-            torch.autograd.grad(y, [out, *affine], cotangent)
-
-    bias_cotangent = cotangent.sum(dims)  # a bias of its own: its convolution sums anyway
+            out = torch.nn.functional.batch_norm(conv._conv_forward(x, weight, bias),
+                                                 bn.running_mean, bn.running_var, gamma, beta,
+                                                 False, 0.0, bn.eps)
+            torch.autograd.grad(out, leaves, cotangent, allow_unused=True)
 
     def folded() -> None:
         with torch.enable_grad():
             w, b = folded_weight_and_bias(_Detached(weight, bias), stand_in)
-            inputs = [weight, *affine, *([bias] if bias is not None else [])]
-            summed = cotangent.sum(dims) if bias is None else bias_cotangent
-            torch.autograd.grad((w, b), inputs, (weight_cotangent, summed), allow_unused=True)
+            torch.autograd.grad(conv._conv_forward(x, w, b), leaves, cotangent,
+                                allow_unused=True)
 
-    return Runs(normalised, folded)
+    return Runs(unfolded, folded)
 
 
 class _Detached(NamedTuple):
