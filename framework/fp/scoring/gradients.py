@@ -65,24 +65,20 @@ class ScoringLoss:
         return cls(model, batches, temperature, names, params, shortcuts)
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def is_distributed() -> bool:
     """Whether a default process group of more than one rank is running."""
-    return _distributed()
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def is_rank_zero() -> bool:
     """Whether this process is rank 0 of the default process group (or not distributed)."""
-    return not _distributed() or dist.get_rank() == 0
+    return not is_distributed() or dist.get_rank() == 0
 
 
 def as_on_rank_zero(value):
     """``value`` as rank 0 of the default process group has it, on every rank (a picklable
     value; itself outside torch.distributed)."""
-    if not _distributed():
+    if not is_distributed():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -95,7 +91,7 @@ def weighted_mean_(sums: Sequence[Tensor], count: float) -> Sequence[Tensor]:
     result is the mean over every rank's samples, identical on every rank."""
     if not sums:
         return sums
-    if not _distributed():
+    if not is_distributed():
         for t in sums:
             t.div_(count)
         return sums
@@ -190,7 +186,7 @@ def gradient_moments(batches: Sequence[Batch], params: Sequence[Tensor],
     """The sample-weighted sums of every batch's gradients (``grads_of(index, x, y)``) and their
     squares: the one pass behind g and E[g²], whether or not it also keeps graphs
     (``fp.scoring.hvp``)."""
-    moments = Moments(params, None if _distributed() else total_samples(batches), squares, plain)
+    moments = Moments(params, None if is_distributed() else total_samples(batches), squares, plain)
     for index, (x, y) in enumerate(batches):
         moments.add(grads_of(index, x, y), sample_count((x, y)))
     return moments

@@ -26,7 +26,7 @@ torch.distributed rank 0 times and every rank takes its decisions.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
@@ -73,7 +73,6 @@ class _Site:
     input_grad: bool = True  # False for the model's own input (the images need no gradient)
     calls: int = 0
     batchnorm: nn.Module | None = None
-    keys: dict[str, tuple] = field(default_factory=dict)
 
 
 def decide(model: nn.Module, x: Tensor, mode: str) -> tuple[Shortcuts, ShortcutInfo]:

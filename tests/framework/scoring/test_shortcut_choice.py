@@ -161,6 +161,24 @@ def test_a_context_names_its_decision_and_scores_alike_whatever_it_takes(net, ba
                 torch.testing.assert_close(have[name], want[name], rtol=1e-10, atol=1e-13)
 
 
+class PaddedBySize(nn.Conv2d):
+    """A convolution whose class pads by the input's size first (as timm's Conv2dSame)."""
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (1, 1, 1, 1)))
+
+
+def test_a_convolution_whose_class_has_its_own_forward_takes_no_shortcut(batch):
+    model = nn.Sequential(PaddedBySize(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 3)).eval()
+    chosen, _ = decide(model, batch[0], "on")
+    assert chosen == Shortcuts()
+    ctx = ScoreContext(model, [batch], shortcuts="on")
+    expected = ScoreContext(model, [batch], shortcuts="off")
+    for name, value in expected.grad().items():
+        torch.testing.assert_close(ctx.grad()[name], value)
+
+
 def test_a_run_takes_no_shortcut_unless_asked_and_an_unknown_mode_is_one_sentence():
     assert Prune().scoring_shortcuts == "off"
     with pytest.raises(fp.errors.ConfigError, match="scoring shortcuts 'fast' is not one of"):

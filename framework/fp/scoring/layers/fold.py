@@ -27,8 +27,12 @@ CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def is_plain_conv(module: nn.Module) -> bool:
+    """A convolution computed by torch's own forward with fixed zero padding: one whose class
+    replaces ``forward`` (timm's ``Conv2dSame`` pads by the input's size first) is not, since the
+    shortcut layers call the convolution itself."""
     return (isinstance(module, CONVS) and module.padding_mode == "zeros"
-            and not isinstance(module.padding, str))
+            and not isinstance(module.padding, str)
+            and type(module).forward in (cls.forward for cls in CONVS))
 
 
 def is_fixed_batchnorm(module: nn.Module) -> bool:
