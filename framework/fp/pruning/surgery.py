@@ -224,16 +224,7 @@ def check_surgery(model: nn.Module, example_inputs: Tensor, protected: Iterable[
         return
     groups = channel_groups(trial, example_inputs, protected=protected)
     selection = {i: g.slot_channels(g.slots - 1) for i, g in enumerate(groups) if g.slots > 1}
-    before = empty_layers(trial)
-    try:
-        prune_channels(trial, groups, selection)
-        check_widths(trial, before)
-        with torch.no_grad(), eval_mode(trial):
-            trial(example_inputs[:1])
-    except PruningError:
-        raise
-    except Exception as exc:
-        raise surgery_error(trial, exc) from exc
+    prune_and_run(trial, groups, selection, example_inputs)  # the copy is thrown away either way
     _CHECKED[model] = protected
 
 
