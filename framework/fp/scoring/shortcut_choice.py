@@ -195,10 +195,11 @@ def matmul_applies(site: _Site) -> bool:
 
 
 def _output_shape(site: _Site) -> tuple[int, ...]:
+    """The shape of the convolution's output on its input (``Geometry.output_shape``)."""
     conv = site.conv
-    sizes = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(
-        site.input_shape[2:], conv.weight.shape[2:], conv.stride, conv.padding, conv.dilation)]
-    return (site.input_shape[0], conv.weight.shape[0], *sizes)
+    geometry = Geometry(tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation),
+                        conv.groups)
+    return geometry.output_shape(torch.empty(site.input_shape, device="meta"), conv.weight)
 
 
 class Runs(NamedTuple):
